@@ -1,0 +1,1 @@
+"""Reading answer sheets and parsing the notations students write answers in."""

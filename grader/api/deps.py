@@ -1,0 +1,65 @@
+"""Request dependencies: settings, a DB session per request, the current user, the task dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from grader.db.models import User
+from grader.db.session import session_scope
+from grader.domain.status import Role
+from grader.errors import PermissionDenied
+from grader.services.dispatch import Dispatcher
+from grader.services.users import authenticate
+from grader.settings import Settings, get_settings
+
+
+class Unauthenticated(Exception):
+    """No token, or a token that matches no user."""
+
+
+def get_session() -> Iterator[Session]:
+    with session_scope() as session:
+        yield session
+
+
+@lru_cache
+def get_dispatcher() -> Dispatcher:
+    from worker.app import celery_app
+    from worker.dispatch import CeleryDispatcher
+
+    return CeleryDispatcher(celery_app)
+
+
+bearer = HTTPBearer(auto_error=False, description="An API token from `grader users create`.")
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+
+
+def get_current_user(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> User:
+    if credentials is None or not credentials.credentials:
+        raise Unauthenticated("missing bearer token: send 'Authorization: Bearer <token>'")
+    user = authenticate(session, token=credentials.credentials)
+    if user is None:
+        raise Unauthenticated("invalid or revoked API token")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_staff(user: CurrentUser) -> User:
+    if not Role(user.role).is_staff:
+        raise PermissionDenied("only instructors and TAs may do this")
+    return user
+
+
+StaffUser = Annotated[User, Depends(require_staff)]

@@ -1,0 +1,56 @@
+"""The one place where exceptions become HTTP responses: `{"error": {"code", "message", "field"}}`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from grader.api.deps import Unauthenticated
+from grader.errors import InfrastructureError, InputError, RubricError
+
+log = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, dict[str, str | None]]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InputError)
+    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
+        code = _snake(type(exc).__name__.removesuffix("Error")) or "input"
+        return JSONResponse(error_body(code, exc.message, exc.field), status_code=exc.status_code)
+
+    @app.exception_handler(Unauthenticated)
+    async def _unauthenticated(_: Request, exc: Unauthenticated) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"}
+        return JSONResponse(error_body("unauthenticated", str(exc)), status_code=401, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        field = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path"))
+        message = f"{field or 'request'}: {first.get('msg', 'invalid value')}"
+        return JSONResponse(error_body("invalid_request", message, field or None), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body("http_error", str(exc.detail)), status_code=exc.status_code)
+
+    @app.exception_handler(RubricError)
+    async def _rubric(_: Request, exc: RubricError) -> JSONResponse:
+        log.error("rubric problem: %s", exc)
+        return JSONResponse(error_body("rubric_error", str(exc)), status_code=500)
+
+    @app.exception_handler(InfrastructureError)
+    async def _infrastructure(_: Request, exc: InfrastructureError) -> JSONResponse:
+        log.error("infrastructure problem: %s", exc)
+        return JSONResponse(error_body("unavailable", str(exc)), status_code=503)
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")

@@ -1,0 +1,124 @@
+"""Submitting answer sheets and checkpoints, reading submissions, and starting regrades."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, BinaryIO
+
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile, status
+
+from grader.api.deps import CurrentUser, DispatcherDep, SessionDep, SettingsDep, StaffUser
+from grader.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionList, SubmissionPublic
+from grader.domain.status import Role
+from grader.errors import InputError, RubricError
+from grader.rubric.model import Rubric, RubricCatalog
+from grader.services import jobs, submissions
+from grader.services.views import describe_submission
+from grader.settings import Settings
+
+router = APIRouter(tags=["submissions"])
+FILE_FIELDS = {"answers", "v1", "v2"}
+CHUNK = 1024 * 1024
+ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 503)}
+
+
+def _chunks(stream: BinaryIO) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK):
+        yield chunk
+
+
+def _incoming(upload: UploadFile, field: str) -> submissions.IncomingFile:
+    return submissions.IncomingFile(field=field, filename=upload.filename or field, chunks=_chunks(upload.file))
+
+
+async def _check_form_fields(request: Request) -> None:
+    form = await request.form()
+    unknown = sorted(set(form.keys()) - FILE_FIELDS)
+    if unknown:
+        raise InputError(f"unknown form field {unknown[0]!r}; expected answers, v1, v2", field=unknown[0])
+    for field in FILE_FIELDS & set(form.keys()):
+        if len(form.getlist(field)) > 1:
+            raise InputError(f"form field {field!r} was sent more than once", field=field)
+        if isinstance(form[field], str):
+            raise InputError(f"form field {field!r} must be a file upload", field=field)
+
+
+def _rubric_or_none(settings: Settings, assignment_id: str) -> Rubric | None:
+    try:
+        return RubricCatalog(settings.rubrics_dir).get(assignment_id)
+    except RubricError:
+        return None
+
+
+@router.post(
+    "/assignments/{assignment_id}/submissions",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SubmissionAccepted,
+    responses=ERRORS,
+    dependencies=[Depends(_check_form_fields)],
+)
+def create_submission(
+    assignment_id: str,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    dispatcher: DispatcherDep,
+    answers: Annotated[UploadFile, File(description="The answer sheet, YAML or JSON.")],
+    v1: Annotated[UploadFile | None, File(description="Version 1 checkpoint (.safetensors or state_dict).")] = None,
+    v2: Annotated[UploadFile | None, File(description="Version 2 checkpoint (.safetensors or state_dict).")] = None,
+) -> SubmissionAccepted:
+    checkpoints = [_incoming(upload, field) for field, upload in (("v1", v1), ("v2", v2)) if upload is not None]
+    submission = submissions.create_submission(
+        session,
+        settings=settings,
+        user=user,
+        assignment_id=assignment_id,
+        answers=_incoming(answers, "answers"),
+        checkpoints=checkpoints,
+    )
+    job = submission.jobs[0]
+    jobs.queue_job(session, job=job, dispatcher=dispatcher)
+    session.refresh(job)
+    return SubmissionAccepted(id=submission.id, status=job.status, status_url=f"/api/v1/submissions/{submission.id}")
+
+
+@router.get("/submissions/{submission_id}", response_model=SubmissionPublic, responses=ERRORS)
+def read_submission(submission_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> dict:
+    submission = submissions.get_submission_for(session, user=user, submission_id=submission_id)
+    rubric = _rubric_or_none(settings, submission.assignment_id)
+    return describe_submission(submission, viewer_role=Role(user.role), rubric=rubric)
+
+
+@router.get("/submissions", response_model=SubmissionList, responses=ERRORS)
+def read_submissions(
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    assignment: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict:
+    rows, total = submissions.list_submissions_for(
+        session, user=user, assignment_id=assignment, limit=limit, offset=offset
+    )
+    role = Role(user.role)
+    items = [
+        describe_submission(row, viewer_role=role, rubric=_rubric_or_none(settings, row.assignment_id)) for row in rows
+    ]
+    return {"items": items, "total": total}
+
+
+@router.post(
+    "/submissions/{submission_id}/regrade",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SubmissionAccepted,
+    responses=ERRORS,
+)
+def create_regrade(
+    submission_id: str, user: StaffUser, session: SessionDep, dispatcher: DispatcherDep
+) -> SubmissionAccepted:
+    submission = submissions.get_submission_for(session, user=user, submission_id=submission_id)
+    job = jobs.start_regrade(session, submission=submission)
+    jobs.queue_job(session, job=job, dispatcher=dispatcher)
+    session.refresh(job)
+    return SubmissionAccepted(id=submission.id, status=job.status, status_url=f"/api/v1/submissions/{submission.id}")

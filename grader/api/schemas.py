@@ -1,0 +1,96 @@
+"""Response models of the REST API (documented at /docs); the JSON shapes are a public contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = Field(description="The request field that was wrong, when there is one.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Phases(BaseModel):
+    received: str | None
+    queued: str | None
+    running: str | None
+    graded: str | None
+    failed: str | None
+
+
+class PartPublic(BaseModel):
+    id: str
+    status: str = Field(description="correct | partial | incorrect | invalid | missing | needs_review | error")
+    points: float
+    max_points: float
+    feedback: str
+    evidence: dict[str, Any] | None = None
+
+
+class FilePublic(BaseModel):
+    field: str
+    name: str
+    size: int
+    sha256: str
+
+
+class JobPublic(BaseModel):
+    number: int
+    reason: str
+    status: str
+    detail: str
+    attempts: int
+    worker: str | None
+    phases: Phases
+    score: float | None
+    max_score: float | None
+    rubric_version: str | None
+
+
+class SubmissionPublic(BaseModel):
+    id: str
+    assignment: str
+    user: str
+    received_at: str | None
+    status: str = Field(description="received | queued | running | graded | failed (of the newest grading job)")
+    detail: str = Field(description="What the job is doing now, or why it failed.")
+    phases: Phases
+    attempts: int
+    files: list[FilePublic]
+    score: float | None
+    max_score: float | None
+    rubric_version: str | None
+    graded_by_job: int | None
+    parts: list[PartPublic]
+    history: list[JobPublic] | None = Field(description="Every grading job, oldest first (staff only).")
+    status_url: str
+
+
+class SubmissionAccepted(BaseModel):
+    id: str
+    status: str
+    status_url: str
+
+
+class SubmissionList(BaseModel):
+    items: list[SubmissionPublic]
+    total: int
+
+
+class AssignmentPublic(BaseModel):
+    id: str
+    title: str
+    rubric_version: str
+    max_score: float
+
+
+class UserPublic(BaseModel):
+    username: str
+    role: str

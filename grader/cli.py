@@ -1,0 +1,201 @@
+"""The `grader` command line: run the service, manage users and the database, grade sheets offline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from grader.errors import GraderError, InputError
+from grader.settings import get_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except InputError as exc:
+        where = f"{exc.field}: " if exc.field else ""
+        print(f"error: {where}{exc.message}", file=sys.stderr)
+        return 2
+    except GraderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grader", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    run = commands.add_parser("run", help="migrate, then start the API and one worker (Ctrl-C stops both)")
+    run.add_argument("--host", default=None)
+    run.add_argument("--port", type=int, default=None)
+    run.set_defaults(handler=_cmd_run)
+
+    worker = commands.add_parser("worker", help="start a Celery worker process")
+    worker.add_argument("--queues", default="cpu,gpu", help="comma-separated queues to consume (cpu, gpu)")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.set_defaults(handler=_cmd_worker)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(title="db commands")
+    db.add_parser("upgrade", help="apply every migration").set_defaults(handler=_cmd_db_upgrade)
+
+    users = commands.add_parser("users", help="users and API tokens").add_subparsers(title="users commands")
+    create = users.add_parser("create", help="create a user and print its API token (last line)")
+    create.add_argument("username")
+    create.add_argument("--role", choices=["student", "ta", "instructor"], default="student")
+    create.set_defaults(handler=_cmd_users_create)
+    token = users.add_parser("token", help="issue a new API token for an existing user (last line)")
+    token.add_argument("username")
+    token.set_defaults(handler=_cmd_users_token)
+
+    grade = commands.add_parser("grade", help="grade an answer sheet offline (the same core the workers run)")
+    grade.add_argument("--answers", type=Path, required=True, help="the answer sheet, YAML or JSON")
+    grade.add_argument("--checkpoint", action="append", default=[], metavar="LABEL=PATH", help="v1=PATH or v2=PATH")
+    grade.add_argument("--rubric", type=Path, help="a rubric YAML (default: the assignment named in the sheet)")
+    grade.add_argument("--json", action="store_true", help="print one JSON object")
+    grade.set_defaults(handler=_cmd_grade)
+
+    check = commands.add_parser("check", help="check an answer sheet's format (no scoring)")
+    check.add_argument("--answers", type=Path, required=True)
+    check.add_argument("--rubric", type=Path)
+    check.set_defaults(handler=_cmd_check)
+
+    template = commands.add_parser("template", help="print a blank, commented answer sheet")
+    template.add_argument("assignment")
+    template.set_defaults(handler=_cmd_template)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from grader.runner import run_service
+
+    settings = get_settings()
+    return run_service(settings, host=args.host or settings.host, port=args.port or settings.port)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import os
+
+    from grader.runner import worker_command
+
+    command = worker_command(queues=args.queues, concurrency=args.concurrency)
+    os.execvp(command[0], command)
+    return 0
+
+
+def _cmd_db_upgrade(_: argparse.Namespace) -> int:
+    from grader.db.migrate import upgrade_database
+
+    upgrade_database()
+    print("database is up to date")
+    return 0
+
+
+def _cmd_users_create(args: argparse.Namespace) -> int:
+    from grader.db.session import session_scope
+    from grader.domain.status import Role
+    from grader.services.users import create_user, issue_token
+
+    with session_scope() as session:
+        user = create_user(session, username=args.username, role=Role(args.role))
+        token = issue_token(session, user=user)
+    print(f"created {args.role} {args.username!r}; API token (shown once, send as 'Authorization: Bearer ...'):")
+    print(token)
+    return 0
+
+
+def _cmd_users_token(args: argparse.Namespace) -> int:
+    from grader.db.session import session_scope
+    from grader.errors import NotFound
+    from grader.services.users import get_user_by_username, issue_token
+
+    with session_scope() as session:
+        user = get_user_by_username(session, username=args.username)
+        if user is None:
+            raise NotFound(f"no user {args.username!r}", field="username")
+        token = issue_token(session, user=user)
+    print(f"new API token for {args.username!r} (shown once):")
+    print(token)
+    return 0
+
+
+def _parse_checkpoints(values: list[str]) -> dict[str, Path]:
+    checkpoints: dict[str, Path] = {}
+    for value in values:
+        label, sep, path = value.partition("=")
+        if not sep or label not in ("v1", "v2") or not path:
+            raise InputError(f"expected v1=PATH or v2=PATH, got {value!r}", field="--checkpoint")
+        if not Path(path).is_file():
+            raise InputError(f"checkpoint file {path!r} does not exist", field="--checkpoint")
+        checkpoints[label] = Path(path)
+    return checkpoints
+
+
+def _rubric_for(answers: Path, rubric_path: Path | None):  # type: ignore[no-untyped-def]
+    from grader.answers.sheet import parse_answer_sheet
+    from grader.rubric.model import RubricCatalog, load_rubric
+
+    if rubric_path is not None:
+        return load_rubric(rubric_path)
+    sheet = parse_answer_sheet(_read(answers), filename=answers.name)
+    assignment = sheet.get("assignment")
+    if not assignment:
+        raise InputError("the sheet names no assignment; add 'assignment: ...' or pass --rubric", field="assignment")
+    return RubricCatalog(get_settings().rubrics_dir).get(str(assignment))
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", field="--answers") from exc
+
+
+def _cmd_grade(args: argparse.Namespace) -> int:
+    from grader.grading import grade_answer_file
+
+    checkpoints = _parse_checkpoints(args.checkpoint)
+    rubric = _rubric_for(args.answers, args.rubric)
+    report = grade_answer_file(args.answers, rubric, checkpoints=checkpoints, cifar10_root=get_settings().cifar10_root)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        from grader.report_text import render_report
+
+        print(render_report(report))
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from grader.answers.sheet import parse_answer_sheet
+    from grader.answers.validate import validate_sheet
+
+    rubric = _rubric_for(args.answers, args.rubric)
+    sheet = parse_answer_sheet(_read(args.answers), filename=args.answers.name)
+    problems = validate_sheet(sheet, rubric)
+    for field, message in problems:
+        print(f"{field}: {message}")
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print("answer sheet format is OK")
+    return 0
+
+
+def _cmd_template(args: argparse.Namespace) -> int:
+    from grader.answers.template import render_template
+    from grader.rubric.model import RubricCatalog
+
+    print(render_template(RubricCatalog(get_settings().rubrics_dir).get(args.assignment)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""The rubric format: reading `rubrics/<assignment>.yaml` into typed, validated records."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grader.errors import RubricError
+
+
+class Visibility(StrEnum):
+    """What a student sees of a part's result before grades are released."""
+
+    FULL = "full"
+    SCORE_ONLY = "score_only"
+    HIDDEN = "hidden"
+
+
+@dataclass(frozen=True, slots=True)
+class PartSpec:
+    """One gradable part of an assignment."""
+
+    id: str
+    points: float
+    checker: str
+    title: str = ""
+    answer: str | None = None
+    """Dotted path of the answer in the sheet; None for parts graded from something else (checkpoints)."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    visibility: Visibility = Visibility.FULL
+
+
+@dataclass(frozen=True, slots=True)
+class Rubric:
+    assignment: str
+    title: str
+    version: str
+    parts: tuple[PartSpec, ...]
+    sha256: str
+    """Hash of the YAML text, so a result can be traced to the exact file that produced it."""
+
+    @property
+    def max_score(self) -> float:
+        return sum(part.points for part in self.parts)
+
+    def part(self, part_id: str) -> PartSpec:
+        for part in self.parts:
+            if part.id == part_id:
+                return part
+        raise KeyError(part_id)
+
+
+def load_rubric(path: Path) -> Rubric:
+    """Read and validate one rubric file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RubricError(f"cannot read rubric {path}: {exc.strerror}") from exc
+    return parse_rubric(text, source=str(path))
+
+
+def parse_rubric(text: str, *, source: str = "<rubric>") -> Rubric:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RubricError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RubricError(f"{source}: expected a mapping at the top level")
+    for key in ("assignment", "version", "parts"):
+        if key not in data:
+            raise RubricError(f"{source}: missing top-level key {key!r}")
+    if not isinstance(data["parts"], list) or not data["parts"]:
+        raise RubricError(f"{source}: 'parts' must be a non-empty list")
+    parts = tuple(_parse_part(raw, source, index) for index, raw in enumerate(data["parts"]))
+    ids = [part.id for part in parts]
+    duplicated = sorted({part_id for part_id in ids if ids.count(part_id) > 1})
+    if duplicated:
+        raise RubricError(f"{source}: duplicate part ids {duplicated}")
+    return Rubric(
+        assignment=str(data["assignment"]),
+        title=str(data.get("title", data["assignment"])),
+        version=str(data["version"]),
+        parts=parts,
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    )
+
+
+def _parse_part(raw: Any, source: str, index: int) -> PartSpec:
+    where = f"{source}: parts[{index}]"
+    if not isinstance(raw, dict):
+        raise RubricError(f"{where}: expected a mapping")
+    for key in ("id", "points", "checker"):
+        if key not in raw:
+            raise RubricError(f"{where}: missing {key!r}")
+    points = raw["points"]
+    if isinstance(points, bool) or not isinstance(points, int | float) or points < 0:
+        raise RubricError(f"{where}: 'points' must be a non-negative number, got {points!r}")
+    params = raw.get("params") or {}
+    if not isinstance(params, dict):
+        raise RubricError(f"{where}: 'params' must be a mapping")
+    answer = raw.get("answer", raw["id"])
+    try:
+        visibility = Visibility(raw.get("visibility", Visibility.FULL))
+    except ValueError as exc:
+        allowed = ", ".join(v.value for v in Visibility)
+        raise RubricError(f"{where}: 'visibility' must be one of {allowed}") from exc
+    return PartSpec(
+        id=str(raw["id"]),
+        points=float(points),
+        checker=str(raw["checker"]),
+        title=str(raw.get("title", "")),
+        answer=None if answer is None else str(answer),
+        params=params,
+        visibility=visibility,
+    )
+
+
+class RubricCatalog:
+    """The rubrics in one folder, by assignment id."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def get(self, assignment: str) -> Rubric:
+        path = self.folder / f"{assignment}.yaml"
+        if not _is_safe_slug(assignment) or not path.is_file():
+            raise RubricError(f"no rubric for assignment {assignment!r} in {self.folder}")
+        return load_rubric(path)
+
+    def all(self) -> list[Rubric]:
+        return [load_rubric(path) for path in sorted(self.folder.glob("*.yaml"))]
+
+
+def _is_safe_slug(value: str) -> bool:
+    return bool(value) and len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value)

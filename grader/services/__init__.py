@@ -1,0 +1,1 @@
+"""Use cases: plain functions over a SQLAlchemy session, called by the API, the CLI and the worker."""

@@ -1,0 +1,39 @@
+"""Assignments as the database knows them, kept in step with the rubric files."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from grader.db.models import Assignment
+from grader.errors import NotFound
+from grader.rubric.model import Rubric, RubricCatalog
+
+
+def sync_assignments(session: Session, *, catalog: RubricCatalog) -> list[Assignment]:
+    """Create or update one Assignment row per rubric file."""
+    return [upsert_assignment(session, rubric=rubric) for rubric in catalog.all()]
+
+
+def upsert_assignment(session: Session, *, rubric: Rubric) -> Assignment:
+    assignment = session.get(Assignment, rubric.assignment)
+    if assignment is None:
+        assignment = Assignment(id=rubric.assignment)
+        session.add(assignment)
+    assignment.title = rubric.title
+    assignment.rubric_version = rubric.version
+    assignment.rubric_sha256 = rubric.sha256
+    assignment.max_score = rubric.max_score
+    session.flush()
+    return assignment
+
+
+def get_assignment(session: Session, *, assignment_id: str) -> Assignment:
+    assignment = session.get(Assignment, assignment_id)
+    if assignment is None:
+        raise NotFound(f"no assignment {assignment_id!r}", field="assignment")
+    return assignment
+
+
+def list_assignments(session: Session) -> list[Assignment]:
+    return list(session.scalars(select(Assignment).order_by(Assignment.id)))

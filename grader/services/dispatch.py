@@ -1,0 +1,15 @@
+"""The seam between services and the task queue: services say what to run, a dispatcher sends it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Dispatcher(Protocol):
+    """Sends work to the queue; implementations must only be called after the rows they name are committed."""
+
+    def grade_job(self, job_id: str) -> None:
+        """Queue the answer checks and scoring of one grading job (the `cpu` queue)."""
+
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
+        """Queue one checkpoint evaluation (the `gpu` queue); it re-queues the job when done."""

@@ -1,0 +1,179 @@
+"""Grading jobs: queueing them, running them in the worker, and recording every phase.
+
+A job reads the stored answer sheet, makes sure each uploaded checkpoint has an evaluation (queued on the
+`gpu` queue and cached by checkpoint, preprocessing and evaluator version), and once every evaluation is
+final, scores the sheet with the same core as `grader grade` and stores the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from grader.db.models import GradingJob, PartResultRow, Score, Submission, utcnow
+from grader.domain.results import GradeReport
+from grader.domain.status import JobStatus
+from grader.grading import load_sheet_from_store
+from grader.rubric.engine import grade_sheet
+from grader.rubric.model import Rubric, RubricCatalog
+from grader.services.dispatch import Dispatcher
+from grader.services.evaluations import EvaluationPlan, plan_evaluations
+from grader.settings import Settings
+from grader.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+def mark_queued(session: Session, *, job_id: str) -> None:
+    """Record that the job's message is on the queue (unless a worker already picked it up)."""
+    session.execute(
+        update(GradingJob)
+        .where(GradingJob.id == job_id, GradingJob.status == str(JobStatus.RECEIVED))
+        .values(status=str(JobStatus.QUEUED), queued_at=utcnow())
+    )
+
+
+def queue_job(session: Session, *, job: GradingJob, dispatcher: Dispatcher) -> bool:
+    """Send a committed job to the queue and record it; a broker failure leaves it `received` for requeue."""
+    session.commit()
+    try:
+        dispatcher.grade_job(job.id)
+    except Exception as exc:  # any broker failure: the submission is stored, so say so instead of failing
+        log.warning("could not queue job %s: %s", job.id, exc)
+        job.detail = "stored; the queue is unreachable right now, the job will be queued when it is back"
+        session.commit()
+        return False
+    mark_queued(session, job_id=job.id)
+    session.commit()
+    return True
+
+
+def start_regrade(session: Session, *, submission: Submission, reason: str = "regrade") -> GradingJob:
+    """Add a new job to a submission; earlier jobs and their results stay as history."""
+    number = max((job.number for job in submission.jobs), default=0) + 1
+    job = GradingJob(submission_id=submission.id, number=number, reason=reason, status=str(JobStatus.RECEIVED))
+    session.add(job)
+    session.flush()
+    return job
+
+
+def run_job(
+    session: Session,
+    *,
+    job_id: str,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    max_attempts: int,
+    resumed: bool = False,
+) -> JobStatus:
+    """Advance one job as far as it can go now; safe to call again with the same id (idempotent).
+
+    `resumed` is set when a finished checkpoint evaluation wakes the job: that is not a new attempt.
+    """
+    job = session.get(GradingJob, job_id)
+    if job is None:
+        return JobStatus.FAILED
+    status = JobStatus(job.status)
+    if status.is_final:
+        return status
+    if not resumed:
+        job.attempts += 1
+    if job.attempts > max_attempts:
+        return fail_job(session, job=job, detail=f"gave up after {max_attempts} attempts: {job.detail}")
+    _mark_running(job)
+    session.commit()
+
+    rubric = RubricCatalog(settings.rubrics_dir).get(job.submission.assignment_id)
+    sheet = load_sheet_from_store(job.submission, ArtifactStore(settings.resolved_storage_dir))
+    plan = plan_evaluations(session, submission=job.submission, sheet=sheet, since=job.started_at)
+    if not plan.ready:
+        _wait_for(session, job=job, plan=plan, dispatcher=dispatcher)
+        return JobStatus.RUNNING
+    report = grade_sheet(sheet, rubric, plan.results)
+    store_report(session, job=job, report=report, rubric=rubric)
+    return JobStatus.GRADED
+
+
+def _mark_running(job: GradingJob) -> None:
+    now = utcnow()
+    job.status = str(JobStatus.RUNNING)
+    job.queued_at = job.queued_at or now
+    job.started_at = job.started_at or now
+    job.worker = socket.gethostname()
+    job.detail = "checking answers"
+
+
+def _wait_for(session: Session, *, job: GradingJob, plan: EvaluationPlan, dispatcher: Dispatcher) -> None:
+    job.detail = "waiting for checkpoint evaluation: " + ", ".join(
+        f"{label} ({evaluation.status})" for label, evaluation in plan.pending.items()
+    )
+    to_send = [evaluation for evaluation in plan.pending.values() if evaluation.status == "pending"]
+    for evaluation in to_send:
+        evaluation.status = "queued"
+        evaluation.queued_at = utcnow()
+    session.commit()
+    for evaluation in to_send:
+        dispatcher.evaluate_checkpoint(evaluation.id, job.id)
+
+
+def store_report(session: Session, *, job: GradingJob, report: GradeReport, rubric: Rubric) -> None:
+    session.execute(PartResultRow.__table__.delete().where(PartResultRow.job_id == job.id))
+    for position, part in enumerate(report.parts):
+        session.add(
+            PartResultRow(
+                job_id=job.id,
+                position=position,
+                part_id=part.id,
+                status=str(part.status),
+                points=part.points,
+                max_points=part.max_points,
+                feedback=part.feedback,
+                evidence=part.evidence,
+            )
+        )
+    session.add(
+        Score(
+            job_id=job.id,
+            score=report.score,
+            max_score=report.max_score,
+            rubric_version=report.rubric_version,
+            rubric_sha256=rubric.sha256,
+        )
+    )
+    job.status = str(JobStatus.GRADED)
+    job.finished_at = utcnow()
+    job.detail = ""
+    session.commit()
+
+
+def fail_job(session: Session, *, job: GradingJob, detail: str) -> JobStatus:
+    job.status = str(JobStatus.FAILED)
+    job.finished_at = utcnow()
+    job.detail = detail
+    session.commit()
+    return JobStatus.FAILED
+
+
+def stale_jobs(session: Session, *, older_than: timedelta) -> list[GradingJob]:
+    """Jobs that never reached the queue (the broker was down when they were received)."""
+    cutoff = utcnow() - older_than
+    query = select(GradingJob).where(GradingJob.status == str(JobStatus.RECEIVED), GradingJob.created_at < cutoff)
+    return list(session.scalars(query))
+
+
+def fail_job_by_id(session: Session, *, job_id: str, detail: str) -> None:
+    job = session.get(GradingJob, job_id)
+    if job is not None and not JobStatus(job.status).is_final:
+        fail_job(session, job=job, detail=detail)
+
+
+def note_problem(session: Session, *, job_id: str, detail: str) -> None:
+    """Show a transient problem on the job (it will be retried) so that it never looks silently stuck."""
+    job = session.get(GradingJob, job_id)
+    if job is not None and not JobStatus(job.status).is_final:
+        job.detail = f"retrying after a grader problem: {detail}"
+        session.commit()

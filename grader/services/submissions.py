@@ -1,0 +1,111 @@
+"""Receiving a submission: storing its files, creating its first grading job, and reading it back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from grader.answers.sheet import check_assignment, parse_answer_sheet
+from grader.db.models import Artifact, GradingJob, Submission, SubmissionFile, User
+from grader.domain.status import JobStatus, Role
+from grader.errors import InputError, NotFound, UploadTooLarge
+from grader.services.assignments import get_assignment
+from grader.settings import Settings
+from grader.storage import ArtifactStore
+
+CHECKPOINT_FIELDS = ("v1", "v2")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".th", ".bin")
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingFile:
+    field: str
+    filename: str
+    chunks: Iterable[bytes]
+
+
+def create_submission(
+    session: Session,
+    *,
+    settings: Settings,
+    user: User,
+    assignment_id: str,
+    answers: IncomingFile,
+    checkpoints: Sequence[IncomingFile] = (),
+) -> Submission:
+    """Store every file and create the submission with its first job (status received); not yet queued."""
+    get_assignment(session, assignment_id=assignment_id)
+    _check_checkpoint_fields(checkpoints)
+    store = ArtifactStore(settings.resolved_storage_dir)
+    answers_blob = store.save(answers.chunks, max_bytes=settings.max_answers_bytes, field="answers")
+    sheet = parse_answer_sheet(store.read_bytes(answers_blob.sha256), filename=answers.filename)
+    check_assignment(sheet, assignment_id)
+    submission = Submission(assignment_id=assignment_id, user_id=user.id)
+    session.add(submission)
+    session.flush()
+    total = answers_blob.size
+    _attach(session, submission, answers, answers_blob.sha256, answers_blob.size)
+    for upload in checkpoints:
+        blob = store.save(upload.chunks, max_bytes=settings.max_checkpoint_bytes, field=upload.field)
+        total += blob.size
+        if total > settings.max_submission_bytes:
+            raise UploadTooLarge(
+                f"the submission's files add up to more than {settings.max_submission_bytes} bytes",
+                field=upload.field,
+            )
+        _attach(session, submission, upload, blob.sha256, blob.size)
+    session.add(GradingJob(submission_id=submission.id, number=1, status=str(JobStatus.RECEIVED)))
+    session.flush()
+    return submission
+
+
+def _check_checkpoint_fields(checkpoints: Sequence[IncomingFile]) -> None:
+    seen: set[str] = set()
+    for upload in checkpoints:
+        if upload.field not in CHECKPOINT_FIELDS:
+            raise InputError(f"unknown file field {upload.field!r}; expected one of v1, v2", field=upload.field)
+        if upload.field in seen:
+            raise InputError(f"file field {upload.field!r} was sent twice", field=upload.field)
+        seen.add(upload.field)
+        if not upload.filename.lower().endswith(CHECKPOINT_SUFFIXES):
+            raise InputError(
+                f"checkpoint {upload.filename!r} must be a .safetensors file or a torch state_dict "
+                f"({', '.join(CHECKPOINT_SUFFIXES[1:])})",
+                field=upload.field,
+            )
+
+
+def _attach(session: Session, submission: Submission, upload: IncomingFile, sha256: str, size: int) -> None:
+    if session.get(Artifact, sha256) is None:
+        session.add(Artifact(sha256=sha256, size=size))
+    name = upload.filename.replace("\\", "/").rsplit("/", 1)[-1][:255] or upload.field
+    session.add(
+        SubmissionFile(
+            submission_id=submission.id, field=upload.field, artifact_sha256=sha256, original_name=name, size=size
+        )
+    )
+    session.flush()
+
+
+def get_submission_for(session: Session, *, user: User, submission_id: str) -> Submission:
+    """The submission if this user may see it; another student's id is indistinguishable from no id."""
+    submission = session.get(Submission, submission_id)
+    if submission is None or (Role(user.role) is Role.STUDENT and submission.user_id != user.id):
+        raise NotFound(f"no submission {submission_id!r}", field="submission_id")
+    return submission
+
+
+def list_submissions_for(
+    session: Session, *, user: User, assignment_id: str | None = None, limit: int = 100, offset: int = 0
+) -> tuple[list[Submission], int]:
+    query = select(Submission)
+    if Role(user.role) is Role.STUDENT:
+        query = query.where(Submission.user_id == user.id)
+    if assignment_id is not None:
+        query = query.where(Submission.assignment_id == assignment_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(Submission.received_at.desc()).limit(limit).offset(offset))
+    return list(rows), total

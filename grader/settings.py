@@ -1,0 +1,66 @@
+"""The one settings class: every knob is an environment variable with the `GRADER_` prefix."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Defaults are embedded (SQLite, a server-less broker); one env var switches each to a server."""
+
+    model_config = SettingsConfigDict(env_prefix="GRADER_", extra="ignore")
+
+    data_dir: Path = Field(default=PROJECT_ROOT / "var", description="Where embedded state lives.")
+    database_url: str = ""
+    """SQLAlchemy URL; default sqlite file in data_dir. PostgreSQL: postgresql+psycopg://user@host/db."""
+    broker_url: str = ""
+    """Celery broker URL; default kombu's SQLAlchemy transport on a SQLite file. Redis: redis://host:6379/0."""
+    storage_dir: Path | None = None
+    """Uploaded files, content-addressed by sha256; default data_dir/storage."""
+    rubrics_dir: Path = PROJECT_ROOT / "rubrics"
+    cifar10_root: Path | None = None
+    """Folder holding cifar-10-batches-py/ (the CIFAR-10 test set); Q1 evaluation needs it."""
+
+    max_answers_bytes: int = 256 * 1024
+    max_checkpoint_bytes: int = 256 * MiB
+    max_submission_bytes: int = 600 * MiB
+
+    task_time_limit_s: int = 900
+    """Hard time limit of one grading or evaluation task; a job past it is marked failed, never stuck."""
+    task_max_attempts: int = 3
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    @field_validator("data_dir", "rubrics_dir", "storage_dir", "cifar10_root", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'grader.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return self.storage_dir or self.data_dir / "storage"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.resolved_broker_url.startswith("sqla+")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,117 @@
+"""A running service for tests: `grader run` (what `make run` starts) in a subprocess, on the backends under test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT, Backends
+
+START_TIMEOUT_S = 90
+GRADER = str(Path(sys.executable).with_name("grader"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningService:
+    process: subprocess.Popen[str]
+    base_url: str
+    env: dict[str, str]
+    log_path: Path
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [GRADER, *args], env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"grader {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def user(self, name: str, role: str = "student") -> httpx.Client:
+        """An HTTP client authenticated as a new user created through the CLI (token from its last line)."""
+        if name not in self.tokens:
+            output = self.cli("users", "create", "--role", role, name).stdout
+            self.tokens[name] = output.strip().splitlines()[-1]
+        return httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {self.tokens[name]}"}, timeout=60
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_until_healthy(service: RunningService) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise RuntimeError(f"grader run exited with {service.process.returncode}:\n{service.log()}")
+        try:
+            if httpx.get(f"{service.base_url}/api/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"grader run did not become healthy in {START_TIMEOUT_S} s:\n{service.log()}")
+
+
+def start_service(backends: Backends, log_path: Path) -> RunningService:
+    port = _free_port()
+    env = backends.env
+    log_file = log_path.open("w")
+    process = subprocess.Popen(
+        [GRADER, "run", "--port", str(port)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    service = RunningService(process=process, base_url=f"http://127.0.0.1:{port}", env=env, log_path=log_path)
+    wait_until_healthy(service)
+    return service
+
+
+def stop_service(service: RunningService, timeout: float = 60) -> int:
+    """Ctrl-C, as a user would press it: SIGINT to the whole process group."""
+    if service.process.poll() is None:
+        os.killpg(service.process.pid, signal.SIGINT)
+    try:
+        return service.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(service.process.pid, signal.SIGKILL)
+        raise
+
+
+@pytest.fixture(scope="session")
+def service(backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    running = start_service(backends, tmp_path_factory.mktemp("logs") / "service.log")
+    yield running
+    stop_service(running)
+
+
+def wait_for_final(client: httpx.Client, status_url: str, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        body = client.get(status_url).json()
+        if body.get("status") in ("graded", "failed"):
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"submission did not finish in {timeout} s; last state: {body}")

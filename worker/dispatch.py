@@ -1,0 +1,18 @@
+"""A Dispatcher that sends tasks by name through the Celery app (the API never imports the tasks)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from worker.app import CPU_QUEUE, GPU_QUEUE
+
+
+class CeleryDispatcher:
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
+        self.app.send_task("grader.grade_job", args=[job_id], kwargs={"resumed": resumed}, queue=CPU_QUEUE)
+
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
+        self.app.send_task("grader.evaluate_checkpoint", args=[evaluation_id, job_id], queue=GPU_QUEUE)

@@ -1,0 +1,91 @@
+"""Thin Celery tasks: ids in, services do the work, state re-read from the database every time."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready
+
+from grader.db.session import session_scope
+from grader.errors import InfrastructureError
+from grader.services import evaluations, jobs
+from grader.settings import get_settings
+from worker.app import celery_app
+from worker.dispatch import CeleryDispatcher
+
+log = logging.getLogger(__name__)
+RETRY_DELAY_S = 5
+
+
+@celery_app.task(name="grader.grade_job", bind=True, max_retries=None)
+def grade_job(self: Task, job_id: str, resumed: bool = False) -> str:
+    settings = get_settings()
+    with session_scope() as session:
+        try:
+            status = jobs.run_job(
+                session,
+                job_id=job_id,
+                settings=settings,
+                dispatcher=CeleryDispatcher(celery_app),
+                max_attempts=settings.task_max_attempts,
+                resumed=resumed,
+            )
+        except SoftTimeLimitExceeded:
+            session.rollback()
+            detail = f"grading took longer than {settings.task_time_limit_s} s"
+            jobs.fail_job_by_id(session, job_id=job_id, detail=detail)
+            return "failed"
+        except InfrastructureError as exc:
+            session.rollback()
+            log.warning("job %s: %s; retrying", job_id, exc)
+            jobs.note_problem(session, job_id=job_id, detail=str(exc))
+            raise self.retry(exc=exc, countdown=RETRY_DELAY_S) from exc
+        except Exception as exc:  # a grader bug must end the job visibly, never leave it running
+            session.rollback()
+            log.exception("job %s crashed", job_id)
+            detail = f"internal grader error ({type(exc).__name__}: {exc}); staff can regrade once it is fixed"
+            jobs.fail_job_by_id(session, job_id=job_id, detail=detail)
+            return "failed"
+    return str(status)
+
+
+@celery_app.task(name="grader.evaluate_checkpoint", bind=True, max_retries=None)
+def evaluate_checkpoint(self: Task, evaluation_id: str, job_id: str) -> str:
+    settings = get_settings()
+    with session_scope() as session:
+        try:
+            evaluations.run_evaluation(
+                session, evaluation_id=evaluation_id, settings=settings, max_attempts=settings.task_max_attempts
+            )
+        except SoftTimeLimitExceeded:
+            session.rollback()
+            row = evaluations.evaluation_by_id(session, evaluation_id)
+            if row is not None:
+                message = f"evaluation took longer than {settings.task_time_limit_s} s"
+                evaluations.finish_evaluation_with_error(session, row=row, message=message)
+        except InfrastructureError as exc:
+            session.rollback()
+            log.warning("evaluation %s: %s; retrying", evaluation_id, exc)
+            evaluations.note_problem(session, evaluation_id=evaluation_id, detail=str(exc))
+            raise self.retry(exc=exc, countdown=RETRY_DELAY_S) from exc
+        except Exception as exc:  # a grader bug: record it on the evaluation, then let the job finish
+            session.rollback()
+            log.exception("evaluation %s crashed", evaluation_id)
+            row = evaluations.evaluation_by_id(session, evaluation_id)
+            if row is not None:
+                message = f"internal grader error ({type(exc).__name__}: {exc})"
+                evaluations.finish_evaluation_with_error(session, row=row, message=message)
+    CeleryDispatcher(celery_app).grade_job(job_id, resumed=True)
+    return "done"
+
+
+@worker_ready.connect
+def requeue_stale_jobs(**_: object) -> None:
+    """Jobs stored while the broker was unreachable never reached the queue: send them now."""
+    with session_scope() as session:
+        for job in jobs.stale_jobs(session, older_than=timedelta(seconds=30)):
+            log.info("requeueing job %s, stored but never queued", job.id)
+            jobs.queue_job(session, job=job, dispatcher=CeleryDispatcher(celery_app))
