@@ -1,1 +1,1 @@
-"""Reading answer sheets and parsing the notations students write answers in."""
+"""Answer sheets: reading them, the notations answers are written in, and references that compute accepted answers."""

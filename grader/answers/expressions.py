@@ -218,10 +218,12 @@ def _read_weight(text: str, pos: int, name: str) -> tuple[Weight, int]:
             break
         marker = match.group(1)
         if marker in scripts:
-            raise InvalidAnswer(f"{text[:match.end()][-24:]!r}: a weight has one subscript and one superscript")
+            raise InvalidAnswer(
+                f"{show(text[max(0, match.end() - 24) : match.end()])}: a weight has one subscript and one superscript"
+            )
         scripts[marker] = next(group for group in match.groups()[1:] if group is not None)
         pos = match.end()
-    written = text[pos - 24 if pos > 24 else 0 : pos]
+    written = text[max(0, pos - 24) : pos]
     if "_" not in scripts or "^" not in scripts:
         raise InvalidAnswer(f"{show(written or name)}: write a weight with tap and channels, like {WEIGHT_NOTATION}")
     tap = _indices(scripts["_"], written)

@@ -21,8 +21,8 @@ MAX_ROWS = 32
 MAX_NESTING = 6
 Matrix = tuple[tuple[Expr, ...], ...]
 MATRIX_NOTATION = (
-    'a list of rows [[w1^11, w2^11, ...], ...], or text "[[...], [...]]" or "[a b; c d]"; '
-    "entries are weights such as w_1^{11} and 0"
+    'a list of rows [[w_2^{12}, 0, ...], ...], or text "[[...], [...]]" or "[a b; c d]"; entries are weights '
+    "such as w_2^{12} (tap 2, input channel 1, output channel 2), numbers, + - * /"
 )
 _CONSTRUCTOR = re.compile(r"(?:(?:np|numpy)\.)?(?:array|matrix)\((.*)\)|Matrix\((.*)\)", re.DOTALL)
 _LATEX_ENV = re.compile(r"\\(?:begin|end)\{[a-zA-Z]*matrix\*?\}|\\left|\\right|\$")
@@ -147,19 +147,24 @@ class Relation:
     text: str
 
 
-RELATION_NOTATION = "A^T, A^\\top, A', A.T or transpose(A)"
-_TRANSPOSE = {
-    "A^T", "A^{T}", "A^t", "A^{t}", "A^\\top", "A^{\\top}", "A^\\intercal", "A^{\\intercal}", "A^\\mathsf{T}",
-    "A^{\\mathsf{T}}", "A^\\mathrm{T}", "A^{\\mathrm{T}}", "A'", "A.T", "A.T()", "A.transpose()", "transpose(A)",
-    "np.transpose(A)", "numpy.transpose(A)", "t(A)", "Aᵀ", "A^⊤", "A⊤", "(A)^T", "A^(T)",
-}
-_CONJUGATE_TRANSPOSE = {"A^H", "A^{H}", "A^*", "A^{*}", "A^\\ast", "A^\\dagger", "A^{\\dagger}", "A^†", "A.H"}
+RELATION_NOTATION = "A^T, A^\\top, A', A.T, transpose(A), A^{-1}, inv(A) or pinv(A)"
+# Spellings are compared after removing whitespace (and reading a lone lower-case a as A).
+# fmt: off
+_TRANSPOSE = frozenset({
+    r"A^T", r"A^{T}", r"A^t", r"A^{t}", r"A^\top", r"A^{\top}", r"A^\intercal", r"A^{\intercal}", r"A^\mathsf{T}",
+    r"A^{\mathsf{T}}", r"A^\mathrm{T}", r"A^{\mathrm{T}}", r"A'", r"A.T", r"A.T()", r"A.transpose()", r"transpose(A)",
+    r"np.transpose(A)", r"numpy.transpose(A)", r"t(A)", r"Aᵀ", r"A^⊤", r"A⊤", r"(A)^T", r"A^(T)",
+})
+_CONJUGATE_TRANSPOSE = frozenset({
+    r"A^H", r"A^{H}", r"A^*", r"A^{*}", r"A^\ast", r"A^\dagger", r"A^{\dagger}", r"A^†", r"A.H",
+})
 _WRONG = {
-    "same": {"A"},
-    "inverse": {"A^{-1}", "A^-1", "A^(-1)", "A^{−1}", "inv(A)", "np.linalg.inv(A)", "A.inv()"},
-    "pseudo_inverse": {"A^+", "A^{+}", "pinv(A)", "np.linalg.pinv(A)", "A.pinv()"},
-    "negative_transpose": {"-A^T", "-A^{T}", "-A'", "-A.T", "-transpose(A)"},
+    "same": frozenset({"A"}),
+    "inverse": frozenset({r"A^{-1}", r"A^-1", r"A^(-1)", r"A^{−1}", r"inv(A)", r"np.linalg.inv(A)", r"A.inv()"}),
+    "pseudo_inverse": frozenset({r"A^+", r"A^{+}", r"pinv(A)", r"np.linalg.pinv(A)", r"A.pinv()"}),
+    "negative_transpose": frozenset({r"-A^T", r"-A^{T}", r"-A'", r"-A.T", r"-transpose(A)"}),
 }
+# fmt: on
 _PHRASE = re.compile(r"(?:the\s+)?transpose\s+of\s+(?:matrix\s+)?A\.?", re.IGNORECASE)
 _PREFIX = re.compile(r"^\s*B\s*(?:=|is|is\s+equal\s+to)\s*", re.IGNORECASE)
 
@@ -180,14 +185,19 @@ def parse_relation(text: str) -> Relation | None:
     return None
 
 
-KERNELS_NOTATION = "a mapping {U11: [w3^11, w2^11, w1^11], U12: [...], ...}: U^{ij} scans channel i of dL/dY"
-_KERNEL_KEY = re.compile(r"\\?[Uu]\s*[_^]?\s*(?:\{\s*([0-9]+)\s*,?\s*([0-9]+)\s*\}|\(\s*([0-9]+)\s*,?\s*([0-9]+)\s*\)"
-                         r"|([0-9])\s*,?\s*([0-9]))")
+KERNELS_NOTATION = (
+    "a mapping {U11: [a, b, c], U12: [...], ...} with weight entries like w_2^{12}: "
+    "U^{ij} scans channel i of padded dL/dY and feeds channel j of dL/dX"
+)
+_KERNEL_KEY = re.compile(
+    r"\\?[Uu]\s*[_^]?\s*(?:\{\s*([0-9]+)\s*,?\s*([0-9]+)\s*\}|\(\s*([0-9]+)\s*,?\s*([0-9]+)\s*\)"
+    r"|([0-9])\s*,?\s*([0-9]))"
+)
 
 
-def parse_kernels(answer: Any, space: WeightSpace, *, sources: int, targets: int, taps: int) -> dict[
-    tuple[int, int], tuple[Expr, ...]
-]:
+def parse_kernels(
+    answer: Any, space: WeightSpace, *, sources: int, targets: int, taps: int
+) -> dict[tuple[int, int], tuple[Expr, ...]]:
     """Kernels U^{ij} (i = channel of dL/dY in 1..sources, j = channel of dL/dX in 1..targets), each `taps` long."""
     if not isinstance(answer, Mapping):
         raise InvalidAnswer(f"expected {KERNELS_NOTATION}; got {type(answer).__name__} {show(answer)}")

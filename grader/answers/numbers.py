@@ -15,7 +15,7 @@ MAX_COUNT_CHARS = 40
 _GROUPED = re.compile(r"[0-9]{1,3}(?:(?P<sep>[, _'\u2009\u202f])[0-9]{3})(?:(?P=sep)[0-9]{3})*")
 _PLAIN = re.compile(r"[0-9]{1,13}(?:\.0*)?")
 _UNIT = re.compile(r"\s*(?:trainable\s+)?(?:parameters|params|weights)\s*$", re.IGNORECASE)
-COUNT_NOTATION = 'an integer such as 18432, "18,432" or "18 432"'
+COUNT_NOTATION = 'an integer such as 12345, "12,345" or "12 345"'
 
 
 def parse_count(answer: Any) -> int:
@@ -43,7 +43,7 @@ def _in_range(value: int, answer: Any) -> int:
     return value
 
 
-PADDING_NOTATION = "the number of zeros on each side, e.g. 2 (or [2, 2] for left, right)"
+PADDING_NOTATION = "the number of zeros on each side, e.g. 3 (or [3, 3] for left, right)"
 _PADDING_TEXT = re.compile(r"([0-9]{1,3})\s*(?:,\s*([0-9]{1,3}))?")
 
 

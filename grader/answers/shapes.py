@@ -12,15 +12,15 @@ from grader.errors import InvalidAnswer
 
 MAX_SHAPE_CHARS = 100
 MAX_AXES = 8
-SHAPE_NOTATION = "a shape such as 1 x C, 1×C, (1, C) or a list [1, C]"
-_SHAPE_TOKEN = re.compile(r"\s*(?:(?P<num>[0-9]{1,6})|(?P<sep>by\b|[x×X*,·])|(?P<name>[A-Za-z]))")
+SHAPE_NOTATION = "a shape such as N x 1, N×1, N*1, (N, 1) or a list [N, 1]"
+_SHAPE_TOKEN = re.compile(r"\s*(?:(?P<num>[0-9]{1,6})|(?P<sep>by\b|\\times|\\cdot|[x×X*,·])|(?P<name>[A-Za-z]))")
 
 
 def parse_shape(answer: Any, names: Sequence[str]) -> tuple[str, ...]:
     """Axes as text: "1", other sizes as digits, axis names upper-cased; `names` are the allowed names."""
     reject_bool(answer, "expected " + SHAPE_NOTATION)
     if isinstance(answer, int):
-        return (_axis(str(answer), names, answer),)
+        return (_axis_item(answer, names, answer),)
     if isinstance(answer, list | tuple):
         if not answer or len(answer) > MAX_AXES:
             raise InvalidAnswer(f"expected {SHAPE_NOTATION} with 1 to {MAX_AXES} axes, got {show(answer)}")
@@ -37,7 +37,8 @@ def _shape_from_text(text: str, names: Sequence[str]) -> tuple[str, ...]:
     while pos < len(text):
         match = _SHAPE_TOKEN.match(text, pos)
         if match is None:
-            raise InvalidAnswer(f"unexpected {text[pos]!r} in the shape {show(text)}; expected {SHAPE_NOTATION}")
+            bad = text[pos:].lstrip()[:1]
+            raise InvalidAnswer(f"unexpected {bad!r} in the shape {show(text)}; expected {SHAPE_NOTATION}")
         kind = "sep" if match.lastgroup == "sep" else "axis"
         if kind == "sep" and last != "axis":
             raise InvalidAnswer(f"the shape {show(text)} has a separator with no axis before it")
@@ -52,7 +53,7 @@ def _shape_from_text(text: str, names: Sequence[str]) -> tuple[str, ...]:
 
 
 def _axis_item(item: Any, names: Sequence[str], answer: Any) -> str:
-    if isinstance(item, int) and not isinstance(item, bool):
+    if isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 10**6:
         return _axis(str(item), names, answer)
     if isinstance(item, str) and len(item) <= 8:
         return _axis(item.strip(), names, answer)
@@ -80,7 +81,7 @@ class ReceptiveField:
         return f"{self.height}x{self.width}"
 
 
-RECEPTIVE_FIELD_NOTATION = "a size such as 5x5, 5 × 5, 5*5 or just 5"
+RECEPTIVE_FIELD_NOTATION = "a size such as 7x7, 7 × 7, 7*7 or just 7"
 _FIELD_TEXT = re.compile(r"([0-9]{1,5})\s*(?:(?:[x×X*,]|by)\s*([0-9]{1,5}))?\s*(?:pixels?|px)?", re.IGNORECASE)
 
 

@@ -17,6 +17,7 @@ from grader.errors import AnswerSheetError
 MAX_SHEET_BYTES = 256 * 1024
 MAX_DEPTH = 12
 MAX_NODES = 20_000
+_QUOTE_HINT = " (inside [...] or {...}, quote values that contain { } [ ] or commas, e.g. 'w_1^{11}')"
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -40,9 +41,7 @@ def parse_answer_sheet(
     """Parse the sheet's bytes; JSON when the name ends in .json or the text starts with '{', else YAML."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if len(raw) > max_bytes:
-        raise AnswerSheetError(
-            f"answer sheet is {len(raw)} bytes; the limit is {max_bytes} bytes", field="answers"
-        )
+        raise AnswerSheetError(f"answer sheet is {len(raw)} bytes; the limit is {max_bytes} bytes", field="answers")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -83,21 +82,28 @@ def _load_json(text: str) -> Any:
         ) from exc
     except RecursionError as exc:
         raise AnswerSheetError(f"answer sheet nests deeper than {MAX_DEPTH} levels", field="answers") from exc
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit conversion limit
+        raise AnswerSheetError(
+            f"answer sheet has a value that cannot be read: {str(exc)[:120]}", field="answers"
+        ) from exc
 
 
 def _load_yaml(text: str) -> Any:
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506  (a SafeLoader subclass)
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
     except AnswerSheetError:
         raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise AnswerSheetError(
-            f"answer sheet is not valid YAML{where}: {exc.problem}", field="answers"
-        ) from exc
+        hint = _QUOTE_HINT if exc.problem and any(c in exc.problem for c in "{}[],") else ""
+        raise AnswerSheetError(f"answer sheet is not valid YAML{where}: {exc.problem}{hint}", field="answers") from exc
     except (yaml.YAMLError, RecursionError) as exc:
         raise AnswerSheetError(f"answer sheet is not valid YAML: {exc}", field="answers") from exc
+    except ValueError as exc:  # a tagged or implicit value the constructor rejects: 2001-13-45, 5000-digit ints
+        raise AnswerSheetError(
+            f"answer sheet has a value that cannot be read: {str(exc)[:120]}", field="answers"
+        ) from exc
 
 
 def _check_shape(sheet: dict[str, Any]) -> None:

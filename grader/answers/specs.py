@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from grader.answers.expressions import WeightSpace
 from grader.errors import RubricError
 
 
@@ -87,6 +88,10 @@ class Conv1dSpec:
     @property
     def output_length(self) -> int:
         return self.length + 2 * self.padding - self.kernel_size + 1
+
+    @property
+    def weight_space(self) -> WeightSpace:
+        return WeightSpace(taps=self.kernel_size, sources=self.in_channels, targets=self.out_channels)
 
     @property
     def forward_shape(self) -> tuple[int, int]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from grader.errors import InvalidAnswer
+
+_SHORT = reprlib.Repr()  # keyword arguments need Python 3.12; the project supports 3.11
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 3, 6, 4
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 40
 
 
 def bounded_text(answer: str, *, limit: int, what: str) -> str:
@@ -16,7 +21,9 @@ def bounded_text(answer: str, *, limit: int, what: str) -> str:
 
 def show(answer: Any, limit: int = 40) -> str:
     """A short quoted echo of an answer for feedback (never the whole of a huge input)."""
-    text = answer if isinstance(answer, str) else repr(answer)
+    if isinstance(answer, int) and not isinstance(answer, bool) and answer.bit_length() > 128:
+        return f"an integer with about {int(answer.bit_length() * 0.30103)} digits"
+    text = answer[: limit + 1] if isinstance(answer, str) else _SHORT.repr(answer)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return repr(text) if isinstance(answer, str) else text

@@ -1,3 +1,9 @@
 """Built-in checkers; importing this package registers them all in grader.rubric.registry."""
 
-from grader.checks import common  # noqa: F401
+from grader.checks import (
+    common,  # noqa: F401
+    q1,  # noqa: F401
+    q2,  # noqa: F401
+    q3,  # noqa: F401
+    q4,  # noqa: F401
+)

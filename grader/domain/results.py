@@ -49,16 +49,14 @@ class PartResult:
     evidence: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
+        return {
             "id": self.id,
             "status": str(self.status),
             "points": self.points,
             "max_points": self.max_points,
             "feedback": self.feedback,
+            "evidence": self.evidence,
         }
-        if self.evidence is not None:
-            data["evidence"] = self.evidence
-        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PartResult:

@@ -3,8 +3,50 @@
 Public surface (used by the grading core, the CLI and the `gpu` worker task):
 - `EVALUATOR_VERSION`: bump when a change could alter a result; part of the evaluation cache key.
 - `read_preprocessing(sheet, label) -> dict`: the canonical preprocessing spec declared in the sheet at
-  `q1.<label>_preprocessing`; raises `grader.errors.InvalidAnswer` when it is malformed.
+  `q1.<label>_preprocessing` (DEFAULT_PREPROCESSING when absent); raises `grader.errors.InvalidAnswer` when
+  it is malformed.
+- `evaluation_cache_key(checkpoint_sha256, preprocessing, label=None) -> str`: what callers cache results by.
 - `evaluate_checkpoint(path, *, label, preprocessing, cifar10_root, device=None) -> dict`: JSON-ready result,
   `{"status": "evaluated", ...evidence}` or `{"status": "rejected", "message": ...}` for a file that is not
   a usable checkpoint; raises `grader.errors.InfrastructureError` when the data set is missing.
+
+Importing this package does not import torch: the evaluator is loaded on the first `evaluate_checkpoint`.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from grader.evaluation.cache_key import EVALUATOR_VERSION, evaluation_cache_key
+from grader.evaluation.preprocessing import (
+    DEFAULT_PREPROCESSING,
+    describe_preprocessing,
+    normalize_preprocessing,
+    read_preprocessing,
+)
+
+__all__ = [
+    "DEFAULT_PREPROCESSING",
+    "EVALUATOR_VERSION",
+    "describe_preprocessing",
+    "evaluate_checkpoint",
+    "evaluation_cache_key",
+    "normalize_preprocessing",
+    "read_preprocessing",
+]
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    label: str | None = None,
+    preprocessing: Mapping[str, Any] | str,
+    cifar10_root: str | Path | None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Evaluate the checkpoint at `path` on the full test set; see grader.evaluation.evaluate."""
+    from grader.evaluation.evaluate import evaluate_checkpoint as run
+
+    return run(path, label=label, preprocessing=preprocessing, cifar10_root=cifar10_root, device=device)

@@ -176,10 +176,7 @@ class Block(nn.Module):
     def _pre(self, x: torch.Tensor) -> torch.Tensor:
         (conv1, bn1), *rest = self.path
         activated = F.relu(bn1(x))
-        if self.identity:
-            residual = x
-        else:
-            residual = self.shortcut(activated if self.shortcut_sees_activation else x)
+        residual = x if self.identity else self.shortcut(activated if self.shortcut_sees_activation else x)
         out = conv1(activated)
         for conv, bn in rest:
             out = conv(F.relu(bn(out)))
@@ -281,7 +278,9 @@ def describe_spec(spec: ResNetSpec) -> dict[str, Any]:
         "version": version,
         "activation": activation,
         "block": kind,
-        "name": f"ResNet-{depth} " + (f"v{version}" if version else "(mixed blocks)") + f" ({activation}-activation, {kind} blocks)",
+        "name": f"ResNet-{depth} "
+        + (f"v{version}" if version else "(mixed blocks)")
+        + f" ({activation}-activation, {kind} blocks)",
         "depth": depth,
         "blocks_per_stage": per_stage,
         "n": per_stage[0] if len(set(per_stage)) == 1 else None,

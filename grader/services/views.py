@@ -82,8 +82,7 @@ def _parts(job: GradingJob, viewer_role: Role, rubric: Rubric | None) -> list[di
             "points": row.points,
             "max_points": row.max_points,
             "feedback": row.feedback if seen_as is Visibility.FULL else "",
+            "evidence": row.evidence if seen_as is Visibility.FULL else None,
         }
-        if row.evidence is not None and seen_as is Visibility.FULL:
-            part["evidence"] = row.evidence
         parts.append(part)
     return parts

@@ -1,0 +1,186 @@
+"""Q1 checkers: architecture verification and test-accuracy scoring from checkpoint evaluation results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from grader.domain.results import CheckOutcome, PartStatus
+from grader.errors import RubricError
+from grader.evaluation.preprocessing import (
+    KINDS,
+    declared_preprocessing,
+    describe_preprocessing,
+    preprocessing_path,
+    read_preprocessing,
+)
+from grader.rubric.registry import CheckContext, register_checker
+
+EVIDENCE_KEYS = (
+    "accuracy_percent",
+    "correct",
+    "total",
+    "per_class_accuracy_percent",
+    "confusion_matrix",
+    "class_names",
+    "architecture",
+    "preprocessing",
+    "forward_variant",
+    "variants_tried",
+    "device",
+    "torch_version",
+    "checkpoint_sha256",
+    "evaluator_version",
+)
+ARCHITECTURE_FRACTIONS = {"wrong_activation": 0.5, "wrong_block": 0.5, "wrong_both": 0.0, "same_checkpoint": 0.0}
+"""Defaults; a rubric overrides them with `params.fractions`."""
+NEAR_CHANCE_PERCENT = 20.0
+
+
+@register_checker("resnet_architecture")
+def resnet_architecture(context: CheckContext) -> CheckOutcome:
+    """The checkpoint's inferred block type and activation order against `params.expected`."""
+    label, result = _evaluation(context)
+    if isinstance(result, CheckOutcome):
+        return result
+    expected = _expected(context)
+    found = result.get("architecture") or {}
+    wrong = [key for key in ("activation", "block") if key in expected and found.get(key) != expected[key]]
+    case = "wrong_both" if len(wrong) == 2 else f"wrong_{wrong[0]}" if wrong else "match"
+    fractions = _fractions(context)
+    fraction = 1.0 if case == "match" else fractions[case]
+    duplicates = _same_checkpoint(context, label, result)
+    if duplicates and wrong:
+        fraction = min(fraction, fractions["same_checkpoint"])
+    feedback = _architecture_feedback(label, expected, found, wrong) + _duplicate_note(label, duplicates)
+    evidence = _evidence(result) | {"expected": dict(expected), "mismatches": wrong, "same_checkpoint_as": duplicates}
+    return CheckOutcome(_status(fraction, perfect=not wrong), fraction, feedback, evidence)
+
+
+@register_checker("cifar10_accuracy")
+def cifar10_accuracy(context: CheckContext) -> CheckOutcome:
+    """Test accuracy against `target_percent` / `no_deduction_percent`, and `deduction` below that."""
+    label, result = _evaluation(context)
+    if isinstance(result, CheckOutcome):
+        return result
+    target = float(context.params.get("target_percent", 90))
+    floor = float(context.params.get("no_deduction_percent", 80))
+    percent = 100.0 * int(result["correct"]) / int(result["total"])
+    fraction = 1.0 if percent >= floor else deduction_fraction(percent, floor, context.params.get("deduction"))
+    text = f"Test accuracy of the {label} checkpoint: {result['accuracy_percent']:.2f} % "
+    text += f"({result['correct']}/{result['total']} CIFAR-10 test images). "
+    if percent >= target:
+        text += f"Target of {target:g} % met."
+    elif percent >= floor:
+        text += f"Below the {target:g} % target, but above {floor:g} %: no deduction."
+    else:
+        text += f"Below {floor:g} %: {100 * fraction:.0f} % of the points."
+    text += _preprocessing_note(context, label, result, percent) + _duplicate_note(
+        label, _same_checkpoint(context, label, result)
+    )
+    evidence = _evidence(result) | {"preprocessing_declared": declared_preprocessing(context.sheet, label) is not None}
+    return CheckOutcome(_status(fraction, perfect=percent >= floor), fraction, text, evidence)
+
+
+def deduction_fraction(percent: float, floor: float, schedule: Any) -> float:
+    """Share of the points below `floor`: linear to zero at `zero_at_percent`, or a table of steps."""
+    schedule = schedule or {"kind": "linear", "zero_at_percent": 10}
+    if not isinstance(schedule, Mapping):
+        raise RubricError(f"deduction must be a mapping, got {schedule!r}")
+    if schedule.get("kind") == "linear":
+        zero = float(schedule.get("zero_at_percent", 10))
+        return min(max((percent - zero) / (floor - zero), 0.0), 1.0)
+    if schedule.get("kind") == "steps":
+        # steps: [[min_percent, fraction], ...]: the highest min_percent reached gives the fraction.
+        reached = [float(f) for minimum, f in schedule.get("steps", []) if percent >= float(minimum)]
+        return max(reached, default=0.0)
+    raise RubricError(f"deduction kind must be linear or steps, got {schedule.get('kind')!r}")
+
+
+def _evaluation(context: CheckContext) -> tuple[str, Mapping[str, Any] | CheckOutcome]:
+    """The evaluation result for the part's checkpoint, or the outcome that replaces scoring it."""
+    label = context.params.get("checkpoint")
+    if not isinstance(label, str) or not label:
+        raise RubricError(f"part {context.part.id}: params.checkpoint must name a checkpoint label (v1, v2)")
+    read_preprocessing(context.sheet, label)  # a malformed declaration is the reason nothing was evaluated
+    result = context.evaluations.get(label)
+    if result is None:
+        message = (
+            f"No {label} checkpoint was uploaded: upload the {label} model's weights "
+            "(torch.save(model.state_dict(), ...) or .safetensors) to have it evaluated."
+        )
+        return label, CheckOutcome(PartStatus.MISSING, 0.0, message)
+    status = result.get("status")
+    if status == "rejected":
+        message = f"The {label} checkpoint could not be evaluated: {result.get('message', 'no reason given')}"
+        return label, CheckOutcome(PartStatus.INVALID, 0.0, message, _evidence(result))
+    if status != "evaluated":
+        reason = result.get("message") or f"evaluation status {status!r}"
+        message = f"The grader could not evaluate the {label} checkpoint ({reason}); the part is scored once it can be."
+        return label, CheckOutcome(PartStatus.ERROR, 0.0, message, _evidence(result))
+    return label, result
+
+
+def _expected(context: CheckContext) -> Mapping[str, Any]:
+    expected = context.params.get("expected")
+    if not isinstance(expected, Mapping) or not ({"activation", "block"} & set(expected)):
+        raise RubricError(f"part {context.part.id}: params.expected needs activation and/or block")
+    return expected
+
+
+def _fractions(context: CheckContext) -> dict[str, float]:
+    given = context.params.get("fractions") or {}
+    unknown = set(given) - set(ARCHITECTURE_FRACTIONS)
+    if unknown:
+        raise RubricError(f"part {context.part.id}: unknown fractions {sorted(unknown)}")
+    return {key: float(value) for key, value in (ARCHITECTURE_FRACTIONS | dict(given)).items()}
+
+
+def _status(fraction: float, *, perfect: bool) -> PartStatus:
+    if perfect and fraction >= 1.0:
+        return PartStatus.CORRECT
+    return PartStatus.PARTIAL if fraction > 0 else PartStatus.INCORRECT
+
+
+def _architecture_feedback(label: str, expected: Mapping[str, Any], found: Mapping[str, Any], wrong: list[str]) -> str:
+    want = f"{expected.get('activation', 'any')}-activation {expected.get('block', 'any')} blocks"
+    name = found.get("name", "an unrecognised network")
+    shortcut = found.get("shortcut", "?")
+    text = f"The {label} checkpoint is a {name}, {found.get('blocks_per_stage')} blocks per stage, {shortcut} shortcuts"
+    if not wrong:
+        return text + f": {want}, as expected."
+    reasons = "; ".join(found.get("evidence", [])[:4])
+    return text + f". Expected {want} for {label}; differs in {' and '.join(wrong)}. Evidence: {reasons}."
+
+
+def _same_checkpoint(context: CheckContext, label: str, result: Mapping[str, Any]) -> list[str]:
+    sha = result.get("checkpoint_sha256")
+    return sorted(
+        other
+        for other, evaluation in context.evaluations.items()
+        if other != label and sha and evaluation.get("checkpoint_sha256") == sha
+    )
+
+
+def _duplicate_note(label: str, duplicates: list[str]) -> str:
+    if not duplicates:
+        return ""
+    return f" Note: the {label} checkpoint is the same file (sha256) as the {', '.join(duplicates)} checkpoint."
+
+
+def _preprocessing_note(context: CheckContext, label: str, result: Mapping[str, Any], percent: float) -> str:
+    used = describe_preprocessing(result.get("preprocessing") or {"kind": "?"})
+    where = preprocessing_path(label)
+    note = ""
+    if declared_preprocessing(context.sheet, label) is None:
+        note += f" No preprocessing declared at {where}; evaluated with the default {used} (the starter code's)."
+    if percent < NEAR_CHANCE_PERCENT:
+        note += (
+            f" This is near chance (10 %): check that {where} declares the test-time preprocessing your model "
+            f"was trained with (used here: {used}; accepted kinds: {', '.join(KINDS)})."
+        )
+    return note
+
+
+def _evidence(result: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: result[key] for key in EVIDENCE_KEYS if key in result}
