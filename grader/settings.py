@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     task_time_limit_s: int = 900
     """Hard time limit of one grading or evaluation task; a job past it is marked failed, never stuck."""
     task_max_attempts: int = 3
+    requeue_after_s: int = 30
+    """A job still `received` this long after its submission never reached the queue; workers resend it."""
 
     host: str = "127.0.0.1"
     port: int = 8000

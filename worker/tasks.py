@@ -86,6 +86,6 @@ def evaluate_checkpoint(self: Task, evaluation_id: str, job_id: str) -> str:
 def requeue_stale_jobs(**_: object) -> None:
     """Jobs stored while the broker was unreachable never reached the queue: send them now."""
     with session_scope() as session:
-        for job in jobs.stale_jobs(session, older_than=timedelta(seconds=30)):
+        for job in jobs.stale_jobs(session, older_than=timedelta(seconds=get_settings().requeue_after_s)):
             log.info("requeueing job %s, stored but never queued", job.id)
             jobs.queue_job(session, job=job, dispatcher=CeleryDispatcher(celery_app))

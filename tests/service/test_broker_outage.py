@@ -1,0 +1,61 @@
+"""Nothing is lost when the broker is down: the submission is stored, and a worker queues it once it starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests.conftest import REPO_ROOT, Backends
+from tests.service.conftest import GRADER, RunningService, _free_port, wait_for_final, wait_until_healthy
+
+pytestmark = pytest.mark.service
+
+
+def test_submission_survives_an_unreachable_broker(service: RunningService, backends: Backends, tmp_path) -> None:
+    port = _free_port()
+    env = {**backends.env, "GRADER_BROKER_URL": f"redis://127.0.0.1:{_free_port()}/0"}  # nothing listens there
+    log_path = tmp_path / "api.log"
+    api = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "grader.api.app:create_app", "--port", str(port)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        broken = RunningService(process=api, base_url=f"http://127.0.0.1:{port}", env=env, log_path=log_path)
+        wait_until_healthy(broken)
+        service.user("gina")  # created through the CLI; the token works on any API process of this database
+        token = service.tokens["gina"]
+        client = httpx.Client(base_url=broken.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        response = client.post(
+            "/api/v1/assignments/csce636-hw3/submissions", files={"answers": ("a.yaml", b"q3: {a_mean_shape: 1 x C}")}
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "received"
+        stored = client.get(response.json()["status_url"]).json()
+        assert "queue is unreachable" in stored["detail"]
+    finally:
+        api.terminate()
+        api.wait(timeout=30)
+
+    # A worker on the real broker resends jobs that never reached the queue when it starts.
+    worker_env = {**backends.env, "GRADER_REQUEUE_AFTER_S": "0"}
+    worker = subprocess.Popen(
+        [GRADER, "worker", "--queues", "cpu,gpu"],
+        env=worker_env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        client = service.user("gina")
+        body = wait_for_final(client, response.json()["status_url"], timeout=120)
+        assert body["status"] == "graded"
+        assert {p["id"]: p["status"] for p in body["parts"]}["q3.a_mean_shape"] == "correct"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
