@@ -14,7 +14,8 @@ from tests.conftest import Backends
 from tests.service.conftest import RunningService, start_service, stop_service, wait_for_final
 
 pytestmark = pytest.mark.service
-SHEET = Path(__file__).resolve().parent.parent / "data" / "correct_sheet.yaml"
+DATA = Path(__file__).resolve().parent.parent / "data"
+SHEET = DATA / "correct_sheet.yaml"
 SUBMIT = "/api/v1/assignments/csce636-hw3/submissions"
 
 
@@ -65,6 +66,19 @@ def test_api_result_equals_grader_grade_json(service: RunningService) -> None:
         offline["rubric_version"],
     )
     assert body["parts"] == offline["parts"]
+
+
+@pytest.mark.parametrize("sheet", ["correct_sheet.yaml", "correct_sheet_alt.json"])
+def test_a_correct_sheet_in_any_notation_gets_full_marks_on_q2_to_q4(service: RunningService, sheet: str) -> None:
+    bob = service.user("bob")
+    accepted = submit(bob, {"answers": (sheet, (DATA / sheet).read_bytes())}).json()
+    body = wait_for_final(bob, accepted["status_url"])
+    written = {"q2.discussion"}
+    checked = [part for part in body["parts"] if part["id"][:2] in ("q2", "q3", "q4") and part["id"] not in written]
+    assert len(checked) == 12
+    assert [part["id"] for part in checked if part["status"] != "correct" or part["points"] != part["max_points"]] == []
+    review = next(part for part in body["parts"] if part["id"] == "q2.discussion")
+    assert (review["status"], review["points"]) == ("needs_review", 0)
 
 
 def test_a_student_cannot_see_another_students_submission(service: RunningService) -> None:
