@@ -33,7 +33,8 @@ EVIDENCE_KEYS = (
     "evaluator_version",
 )
 ARCHITECTURE_FRACTIONS = {"wrong_activation": 0.5, "wrong_block": 0.5, "wrong_both": 0.0, "same_checkpoint": 0.0}
-"""Defaults; a rubric overrides them with `params.fractions`."""
+"""Defaults; a rubric overrides them with `params.fractions`. `same_checkpoint` caps a part whose file was also
+uploaded under a label it fits better (one network earns architecture credit once)."""
 NEAR_CHANCE_PERCENT = 20.0
 
 
@@ -50,7 +51,7 @@ def resnet_architecture(context: CheckContext) -> CheckOutcome:
     fractions = _fractions(context)
     fraction = 1.0 if case == "match" else fractions[case]
     duplicates = _same_checkpoint(context, label, result)
-    if duplicates and wrong:
+    if duplicates and _fits_better_elsewhere(context, label, found, duplicates):
         fraction = min(fraction, fractions["same_checkpoint"])
     feedback = _architecture_feedback(label, expected, found, wrong) + _duplicate_note(label, duplicates)
     evidence = _evidence(result) | {"expected": dict(expected), "mismatches": wrong, "same_checkpoint_as": duplicates}
@@ -160,6 +161,23 @@ def _same_checkpoint(context: CheckContext, label: str, result: Mapping[str, Any
         for other, evaluation in context.evaluations.items()
         if other != label and sha and evaluation.get("checkpoint_sha256") == sha
     )
+
+
+def _fits_better_elsewhere(context: CheckContext, label: str, found: Mapping[str, Any], others: list[str]) -> bool:
+    """One file uploaded under several labels earns architecture credit once, where it fits best: fewest
+    mismatches, then the label whose version matches (v1/v2 is the activation order), then label order.
+    Elsewhere the rubric's same_checkpoint fraction caps it."""
+    fits = {
+        part.params["checkpoint"]: _fit(part.params.get("expected") or {}, found, part.params["checkpoint"])
+        for part in context.rubric.parts
+        if part.checker == "resnet_architecture" and part.params.get("checkpoint") in [label, *others]
+    }
+    return label in fits and min(fits.values()) < fits[label]
+
+
+def _fit(expected: Mapping[str, Any], found: Mapping[str, Any], label: str) -> tuple[int, bool, str]:
+    misses = sum(1 for key in ("activation", "block") if key in expected and found.get(key) != expected[key])
+    return misses, expected.get("version") != found.get("version"), label
 
 
 def _duplicate_note(label: str, duplicates: list[str]) -> str:

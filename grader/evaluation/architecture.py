@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -85,7 +85,6 @@ class ParsedBlock:
     shortcut_bn: Layer | None
     fits_pre: bool
     fits_post: bool
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -292,9 +291,12 @@ def _path_candidates(prefix: str, convs: list[Layer]) -> list[tuple[list[Layer],
     """(residual path, shortcut) splits to try: a shortcut named as such first, else by shapes."""
     named = [c for c in convs if _is_shortcut(c, prefix)]
     if len(named) == 1:
-        return [([c for c in convs if c is not named[0]], named[0])]
-    # Unnamed: no shortcut conv, or one of the 1×1 convs (the last in name order preferred).
-    return [(convs, None)] + [([c for c in convs if c is not s], s) for s in reversed(convs) if s.kernel == 1]
+        splits = [([c for c in convs if c is not named[0]], named[0])]
+    else:
+        # Unnamed: no shortcut conv, or one of the 1×1 convs (the last in name order preferred).
+        splits = [(convs, None)] + [([c for c in convs if c is not s], s) for s in reversed(convs) if s.kernel == 1]
+    # Name order first; other orders only when names do not sort in forward order (shapes then decide).
+    return splits + [(list(order), s) for main, s in splits if len(main) <= 3 for order in itertools.permutations(main)]
 
 
 def _path_kind(main: list[Layer], shortcut: Layer | None, cin: int) -> str | None:
@@ -329,8 +331,14 @@ def _with_bns(prefix: str, kind: str, main: list[Layer], shortcut: Layer | None,
         raise CheckpointRejected(
             f"cannot map {shortcut_bn.name}: {shortcut_bn.channels} channels after a {shortcut.cout}-channel projection"
         )
-    fits_pre = all(b.channels == c.cin for b, c in zip(path_bns, main, strict=True))
-    fits_post = all(b.channels == c.cout for b, c in zip(path_bns, main, strict=True))
+    fits_pre, fits_post = _bn_fit(path_bns, main)
+    if not (fits_pre or fits_post) and len(path_bns) <= 3:
+        # Names out of forward order (e.g. bn_in, bn_a, bn_b): the first order whose shapes fit.
+        for order in itertools.permutations(path_bns):
+            if any(_bn_fit(list(order), main)):
+                path_bns = list(order)
+                fits_pre, fits_post = _bn_fit(path_bns, main)
+                break
     if not (fits_pre or fits_post):
         raise CheckpointRejected(
             f"cannot map residual block {prefix}: batch norms with {[b.channels for b in path_bns]} channels match "
@@ -338,6 +346,13 @@ def _with_bns(prefix: str, kind: str, main: list[Layer], shortcut: Layer | None,
             f"(BN before each conv: {[c.cin for c in main]})"
         )
     return ParsedBlock(prefix, kind, main, path_bns, shortcut, shortcut_bn, fits_pre, fits_post)
+
+
+def _bn_fit(bns: list[Layer], convs: list[Layer]) -> tuple[bool, bool]:
+    """(BN k has conv k's input channels: pre-activation, BN k has conv k's output channels: post-activation)."""
+    pre = all(b.channels == c.cin for b, c in zip(bns, convs, strict=True))
+    post = all(b.channels == c.cout for b, c in zip(bns, convs, strict=True))
+    return pre, post
 
 
 def _assemble(stem: Layer, outside: list[Layer], blocks: list[ParsedBlock]) -> InferredNetwork:

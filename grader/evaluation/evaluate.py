@@ -100,7 +100,10 @@ def _evaluate_bytes(
     except CheckpointRejected as exc:
         return rejected(exc.message, sha256, len(data), network)
     loaded = time.perf_counter()
-    runs = _run_variants(network.spec, state, testset, preprocessing, device, limit, variants)
+    try:
+        runs = _run_variants(network.spec, state, testset, preprocessing, device, limit, variants)
+    except torch.OutOfMemoryError as exc:  # a busy or small card: worth a retry, not the student's fault
+        raise InfrastructureError(f"out of memory on {device} while evaluating: {exc}") from exc
     best = _best_run(runs)
     result = _summary(best, runs, testset, checkpoint, network, preprocessing, device)
     result["seconds"] = {
@@ -121,9 +124,10 @@ def _run_variants(
     variants: Sequence[ForwardVariant] | None,
 ) -> list[tuple[ForwardVariant, int, torch.Tensor]]:
     """(variant, correct, predictions) for the default, and for the alternatives when it scores low."""
-    images, labels = testset.images[:limit], testset.labels[:limit]
-    preprocess = Preprocess(preprocessing, device)
     batch_size, memory_format = execution_settings(spec, device)
+    # One layout change for the whole set, so per-batch preprocessing already yields the model's layout.
+    images, labels = testset.images[:limit].contiguous(memory_format=memory_format), testset.labels[:limit]
+    preprocess = Preprocess(preprocessing, device)
     runs = []
     for variant in variants or applicable_variants(spec):
         model = build_reference_model(spec, state, variant).to(memory_format=memory_format)
@@ -284,6 +288,7 @@ def rejected(message: str, sha256: str, size: int, network: InferredNetwork | No
 
 
 def describe_device(device: torch.device) -> str:
+    """The device in words; no thread counts, so the same evaluation reads the same in every process."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    return "cpu"

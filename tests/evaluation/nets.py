@@ -136,9 +136,7 @@ class BasicBlock(nn.Module):
             if option == "A":
                 self.shortcut = LambdaLayer(planes, symmetric=symmetric)
             else:
-                self.shortcut = nn.Sequential(
-                    nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-                )
+                self.shortcut = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -26,14 +26,35 @@ CASES: list[tuple[str, Any, dict[str, Any]]] = [
     (
         "starter v1",
         lambda: StarterResNet(1, 2),
-        dict(version=1, activation="post", block="standard", blocks_per_stage=[2, 2, 2], stage_widths=[8, 16, 32],
-             shortcut="projection", stem_bn=True, final_bn=False, depth=14, output_width=32, conv_bias=True),
+        dict(
+            version=1,
+            activation="post",
+            block="standard",
+            blocks_per_stage=[2, 2, 2],
+            stage_widths=[8, 16, 32],
+            shortcut="projection",
+            stem_bn=True,
+            final_bn=False,
+            depth=14,
+            output_width=32,
+            conv_bias=True,
+        ),
     ),
     (
         "starter v2",
         lambda: StarterResNet(2, 1),
-        dict(version=2, activation="pre", block="bottleneck", blocks_per_stage=[1, 1, 1], stage_widths=[8, 16, 32],
-             shortcut="projection", stem_bn=False, final_bn=True, depth=11, output_width=128),
+        dict(
+            version=2,
+            activation="pre",
+            block="bottleneck",
+            blocks_per_stage=[1, 1, 1],
+            stage_widths=[8, 16, 32],
+            shortcut="projection",
+            stem_bn=False,
+            final_bn=True,
+            depth=11,
+            output_width=128,
+        ),
     ),
     (
         "starter v1 with bottleneck blocks",
@@ -62,17 +83,19 @@ CASES: list[tuple[str, Any, dict[str, Any]]] = [
     ),
     (
         "reference naming, v1 option A",
-        lambda: CifarResNet(make_spec(activation="post", kind="standard", blocks_per_stage=1, first_width=4,
-                                      shortcut="option_a")),
+        lambda: CifarResNet(
+            make_spec(activation="post", kind="standard", blocks_per_stage=1, first_width=4, shortcut="option_a")
+        ),
         dict(version=1, activation="post", block="standard", shortcut="option_a", first_width=4),
     ),
     (
         "reference naming, v2 bottleneck with BN on the projection",
-        lambda: CifarResNet(make_spec(activation="pre", kind="bottleneck", blocks_per_stage=2, first_width=4,
-                                      shortcut="projection_bn")),
+        lambda: CifarResNet(
+            make_spec(activation="pre", kind="bottleneck", blocks_per_stage=2, first_width=4, shortcut="projection_bn")
+        ),
         dict(version=2, activation="pre", block="bottleneck", shortcut="projection_bn", n=2),
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("name", "factory", "expected"), CASES, ids=[case[0] for case in CASES])
@@ -86,7 +109,9 @@ def test_inferred_architecture_and_mapping_reproduce_the_network(name: str, fact
 
 
 def _assert_same_outputs(model: nn.Module, network: Any, variant: ForwardVariant | None = None) -> None:
-    reference = build_reference_model(network.spec, reference_state(network, model.state_dict()), variant or ForwardVariant())
+    reference = build_reference_model(
+        network.spec, reference_state(network, model.state_dict()), variant or ForwardVariant()
+    )
     with torch.inference_mode():
         expected = model(IMAGES[:32])
         actual = reference(IMAGES[:32])
@@ -111,6 +136,22 @@ def test_an_unnamed_shortcut_with_the_same_shape_as_conv3_is_taken_by_name_order
     renamed = {key.replace(".shortcut.", ".conv4."): value for key, value in model.state_dict().items()}
     network = infer_network(renamed)
     assert network.mapping["stages.0.0.shortcut.conv.weight"] == "stack_layers.0.layer.0.conv4.weight"
+    reference = build_reference_model(network.spec, reference_state(network, renamed), ForwardVariant())
+    with torch.inference_mode():
+        torch.testing.assert_close(reference(IMAGES[:16]), model(IMAGES[:16]))
+
+
+def test_layer_names_out_of_forward_order_are_placed_by_shapes() -> None:
+    # In this block conv1/bn1 are renamed to sort last; shapes (1×1 from 32 channels, BN of 32) place them first.
+    model = _calibrated(StarterResNet(2, 1))
+    block = "stack_layers.1.layer.0."
+    renamed = {
+        (key.replace(".conv1.", ".z_conv.").replace(".bn1.", ".z_bn.") if key.startswith(block) else key): value
+        for key, value in model.state_dict().items()
+    }
+    network = infer_network(renamed)
+    assert network.mapping["stages.1.0.conv1.weight"] == block + "z_conv.weight"
+    assert network.mapping["stages.1.0.bn1.running_var"] == block + "z_bn.running_var"
     reference = build_reference_model(network.spec, reference_state(network, renamed), ForwardVariant())
     with torch.inference_mode():
         torch.testing.assert_close(reference(IMAGES[:16]), model(IMAGES[:16]))
@@ -159,8 +200,11 @@ HOSTILE = [
         lambda s: {**s, "output_layer.fc.weight": torch.zeros(100, 32), "output_layer.fc.bias": torch.zeros(100)},
         "(10, 32)",
     ),
-    ("integer weights", lambda s: _replace(s, "start_layer.weight", torch.zeros(8, 3, 3, 3, dtype=torch.int64)),
-     "not floating point"),
+    (
+        "integer weights",
+        lambda s: _replace(s, "start_layer.weight", torch.zeros(8, 3, 3, 3, dtype=torch.int64)),
+        "not floating point",
+    ),
     ("no blocks", lambda s: {k: v for k, v in s.items() if not k.startswith("stack_layers")}, "no residual blocks"),
     ("even kernel", lambda s: _replace(s, "start_layer.weight", torch.zeros(8, 3, 2, 2)), "kernel 2×2"),
     (
@@ -168,7 +212,7 @@ HOSTILE = [
         lambda s: {**s, **{f"stray_bn.{k}": torch.ones(5) for k in ("weight", "bias", "running_mean", "running_var")}},
         "stray_bn",
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("name", "damage", "says"), HOSTILE, ids=[case[0] for case in HOSTILE])

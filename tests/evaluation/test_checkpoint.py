@@ -68,7 +68,7 @@ SAVERS = [
         ["state_dict"],
         "model.",
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("name", "saver", "file_format", "container", "prefix"), SAVERS, ids=[s[0] for s in SAVERS])
@@ -76,7 +76,11 @@ def test_accepted_files_give_back_the_state_dict(
     name: str, saver: Any, file_format: str, container: list[str], prefix: str, state: dict, tmp_path: Path
 ) -> None:
     checkpoint = load_checkpoint(saver(state, tmp_path))
-    assert (checkpoint.file_format, checkpoint.container, checkpoint.stripped_prefix) == (file_format, container, prefix)
+    assert (checkpoint.file_format, checkpoint.container, checkpoint.stripped_prefix) == (
+        file_format,
+        container,
+        prefix,
+    )
     assert set(checkpoint.tensors) == set(state)
     assert all(torch.equal(checkpoint.tensors[key], value) for key, value in state.items())
     assert len(checkpoint.sha256) == 64
@@ -130,16 +134,21 @@ HOSTILE = [
     ("truncated zip", _truncated_zip, "truncated or corrupted"),
     (
         "truncated legacy",
-        lambda d, s: _file(d, "cut.pth", _save(s, d / "l.pth", _use_new_zipfile_serialization=False).read_bytes()[:999]),
+        lambda d, s: _file(
+            d, "cut.pth", _save(s, d / "l.pth", _use_new_zipfile_serialization=False).read_bytes()[:999]
+        ),
         "truncated or corrupted",
     ),
     ("text", lambda d, s: _file(d, "notes.pt", b"epoch 10: loss 0.3\n"), "not a PyTorch checkpoint"),
     ("a zip of other files", lambda d, s: _zip(d), "truncated or corrupted"),
-    ("bad safetensors header", lambda d, s: _file(d, "m.safetensors", (20).to_bytes(8, "little") + b"{garbage..."),
-     "safetensors file cannot be read"),
+    (
+        "bad safetensors header",
+        lambda d, s: _file(d, "m.safetensors", (20).to_bytes(8, "little") + b"{garbage..."),
+        "safetensors file cannot be read",
+    ),
     ("no tensors at all", lambda d, s: _save({"epoch": 3, "acc": 90.1}, d / "meta.pt"), "no state_dict found"),
     ("a list of tensors", lambda d, s: _save(list(s.values()), d / "list.pt"), "no state_dict found"),
-]  # fmt: skip
+]
 
 
 def _zip(d: Path) -> Path:

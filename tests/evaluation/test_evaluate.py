@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -82,21 +83,61 @@ def _save_safetensors(model: nn.Module, path: Path) -> Path:
 
 
 CASES = [
-    ("starter v1, .ckpt", lambda: StarterResNet(1, 1), {"kind": "per_image_standardization"}, _save_pt, "m.ckpt", (1, "standard")),
-    ("starter v2, safetensors", lambda: StarterResNet(2, 1), IMAGENET, _save_safetensors, "m.safetensors", (2, "bottleneck")),
-    ("torchvision-style v1 option A, wrapped + module.", lambda: AkamasterResNet(1), {"kind": "scale"}, _save_wrapped, "m.th", (1, "standard")),
-    ("kuangliu-style v2, .pth", lambda: PreActBottleneckResNet(1), {"kind": "per_channel_standardization"}, _save_pt, "m.pth", (2, "bottleneck")),
-    ("reference naming v2-standard, .pt",
-     lambda: CifarResNet(make_spec(activation="pre", kind="standard", blocks_per_stage=1, first_width=8)),
-     {"kind": "none"}, _save_pt, "m.pt", (2, "standard")),
-]  # fmt: skip
+    (
+        "starter v1, .ckpt",
+        lambda: StarterResNet(1, 1),
+        {"kind": "per_image_standardization"},
+        _save_pt,
+        "m.ckpt",
+        (1, "standard"),
+    ),
+    (
+        "starter v2, safetensors",
+        lambda: StarterResNet(2, 1),
+        IMAGENET,
+        _save_safetensors,
+        "m.safetensors",
+        (2, "bottleneck"),
+    ),
+    (
+        "torchvision-style v1 option A, wrapped + module.",
+        lambda: AkamasterResNet(1),
+        {"kind": "scale"},
+        _save_wrapped,
+        "m.th",
+        (1, "standard"),
+    ),
+    (
+        "kuangliu-style v2, .pth",
+        lambda: PreActBottleneckResNet(1),
+        {"kind": "per_channel_standardization"},
+        _save_pt,
+        "m.pth",
+        (2, "bottleneck"),
+    ),
+    (
+        "reference naming v2-standard, .pt",
+        lambda: CifarResNet(make_spec(activation="pre", kind="standard", blocks_per_stage=1, first_width=8)),
+        {"kind": "none"},
+        _save_pt,
+        "m.pt",
+        (2, "standard"),
+    ),
+]
 
 
 @pytest.mark.parametrize(("name", "factory", "spec", "save", "filename", "arch"), CASES, ids=[c[0] for c in CASES])
 def test_saved_file_gives_the_in_memory_models_predictions(
-    name: str, factory: Any, spec: dict, save: Any, filename: str, arch: tuple, testset: Cifar10TestSet,
-    cifar10_root: Path, tmp_path: Path,
-) -> None:  # fmt: skip
+    name: str,
+    factory: Any,
+    spec: dict,
+    save: Any,
+    filename: str,
+    arch: tuple,
+    testset: Cifar10TestSet,
+    cifar10_root: Path,
+    tmp_path: Path,
+) -> None:
     model = _trained_like(factory(), testset, spec)
     expected = _in_memory_predictions(model, testset, spec)
     path = save(model, tmp_path / filename)
@@ -104,13 +145,19 @@ def test_saved_file_gives_the_in_memory_models_predictions(
     network = infer_network(_load(path))
     reference = build_reference_model(network.spec, reference_state(network, _load(path)), ForwardVariant())
     batch, layout = execution_settings(network.spec, CPU)
-    actual = predict(reference.to(memory_format=layout), testset.images[:SUBSET], Preprocess(spec, CPU),
-                     batch_size=batch, memory_format=layout)  # fmt: skip
+    actual = predict(
+        reference.to(memory_format=layout),
+        testset.images[:SUBSET],
+        Preprocess(spec, CPU),
+        batch_size=batch,
+        memory_format=layout,
+    )
     assert torch.equal(actual, expected)
     assert len(set(expected.tolist())) > 1, "a degenerate test network predicts one class"
 
-    result = evaluate_checkpoint(path, preprocessing=spec, cifar10_root=cifar10_root, device="cpu", limit=SUBSET,
-                                 variants=DEFAULT_ONLY)  # fmt: skip
+    result = evaluate_checkpoint(
+        path, preprocessing=spec, cifar10_root=cifar10_root, device="cpu", limit=SUBSET, variants=DEFAULT_ONLY
+    )
     assert result["status"] == "evaluated", result.get("message")
     assert result["correct"] == int((expected == testset.labels[:SUBSET]).sum()) and result["total"] == SUBSET
     assert (result["architecture"]["version"], result["architecture"]["block"]) == arch
@@ -124,11 +171,28 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
 
 def test_result_keys_and_evidence(testset: Cifar10TestSet, cifar10_root: Path, tmp_path: Path) -> None:
     path = _save_pt(_trained_like(StarterResNet(1, 1), testset, {"kind": "scale"}), tmp_path / "v1.pt")
-    result = evaluate_checkpoint(path, label="v1", preprocessing="scale", cifar10_root=cifar10_root, device="cpu",
-                                 limit=SUBSET)  # fmt: skip
-    assert {"status", "evaluator_version", "accuracy_percent", "correct", "total", "per_class_accuracy_percent",
-            "confusion_matrix", "class_names", "architecture", "preprocessing", "checkpoint_sha256", "checkpoint",
-            "forward_variant", "device", "torch_version", "dataset", "seconds"} <= set(result)  # fmt: skip
+    result = evaluate_checkpoint(
+        path, label="v1", preprocessing="scale", cifar10_root=cifar10_root, device="cpu", limit=SUBSET
+    )
+    assert {
+        "status",
+        "evaluator_version",
+        "accuracy_percent",
+        "correct",
+        "total",
+        "per_class_accuracy_percent",
+        "confusion_matrix",
+        "class_names",
+        "architecture",
+        "preprocessing",
+        "checkpoint_sha256",
+        "checkpoint",
+        "forward_variant",
+        "device",
+        "torch_version",
+        "dataset",
+        "seconds",
+    } <= set(result)
     assert result["accuracy_percent"] == round(100 * result["correct"] / SUBSET, 2)
     confusion = torch.tensor(result["confusion_matrix"])
     assert confusion.sum() == SUBSET and confusion.trace() == result["correct"]
@@ -136,6 +200,7 @@ def test_result_keys_and_evidence(testset: Cifar10TestSet, cifar10_root: Path, t
     assert list(result["per_class_accuracy_percent"]) == list(testset.class_names)
     assert result["device"].startswith("cpu") and result["torch_version"] == torch.__version__
     assert "label" not in result  # results are cached by checkpoint and preprocessing, shared across labels
+    assert json.loads(json.dumps(result)) == result
 
 
 def test_results_are_cached_in_process_and_copies_are_returned(
@@ -152,14 +217,22 @@ def test_low_accuracy_tries_the_other_forward_variants_and_keeps_the_right_one(
     resnet20_checkpoint: Path, cifar10_root: Path
 ) -> None:
     wrong_first = [ForwardVariant(option_a_padding="end"), ForwardVariant(option_a_padding="symmetric")]
-    result = evaluate_checkpoint(resnet20_checkpoint, preprocessing=IMAGENET, cifar10_root=cifar10_root,
-                                 device="cpu", limit=1000, variants=wrong_first)  # fmt: skip
+    result = evaluate_checkpoint(
+        resnet20_checkpoint,
+        preprocessing=IMAGENET,
+        cifar10_root=cifar10_root,
+        device="cpu",
+        limit=1000,
+        variants=wrong_first,
+    )
     assert result["forward_variant"]["option_a_padding"] == "symmetric"
     assert [run["variant"]["option_a_padding"] for run in result["variants_tried"]] == ["end", "symmetric"]
     assert result["variants_tried"][0]["accuracy_percent"] < 50 < 85 < result["accuracy_percent"]
 
 
-def test_nan_weights_are_rejected_with_the_architecture(testset: Cifar10TestSet, cifar10_root: Path, tmp_path: Path) -> None:
+def test_nan_weights_are_rejected_with_the_architecture(
+    testset: Cifar10TestSet, cifar10_root: Path, tmp_path: Path
+) -> None:
     model = StarterResNet(2, 1)
     with torch.no_grad():
         model.stack_layers[1].layer[0].conv2.weight[0, 0, 0, 0] = float("nan")
@@ -173,8 +246,9 @@ def test_nan_weights_are_rejected_with_the_architecture(testset: Cifar10TestSet,
 def test_a_pickled_module_is_a_rejected_result(cifar10_root: Path, tmp_path: Path) -> None:
     path = tmp_path / "whole.pt"
     torch.save(AkamasterResNet(1), path)
-    result = public_evaluate_checkpoint(path, label="v1", preprocessing="scale", cifar10_root=cifar10_root,
-                                        device="cpu")  # fmt: skip
+    result = public_evaluate_checkpoint(
+        path, label="v1", preprocessing="scale", cifar10_root=cifar10_root, device="cpu"
+    )
     assert result["status"] == "rejected" and "model.state_dict()" in result["message"]
 
 
@@ -187,8 +261,9 @@ def test_missing_data_is_an_infrastructure_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_real_resnet20_scores_91_73_percent(resnet20_checkpoint: Path, cifar10_root: Path) -> None:
-    result = public_evaluate_checkpoint(resnet20_checkpoint, label="v1", preprocessing=IMAGENET,
-                                        cifar10_root=cifar10_root, device="cpu")  # fmt: skip
+    result = public_evaluate_checkpoint(
+        resnet20_checkpoint, label="v1", preprocessing=IMAGENET, cifar10_root=cifar10_root, device="cpu"
+    )
     assert (result["accuracy_percent"], result["correct"], result["total"]) == (91.73, 9173, 10000)
     architecture = result["architecture"]
     assert (architecture["version"], architecture["block"], architecture["depth"]) == (1, "standard", 20)

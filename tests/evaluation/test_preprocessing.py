@@ -27,11 +27,15 @@ ACCEPTED: list[tuple[Any, dict[str, Any]]] = [
     ("per_channel_standardisation", {"kind": "per_channel_standardization"}),
     ({"kind": "scale"}, {"kind": "scale"}),
     (IMAGENET, IMAGENET),
-    ({"kind": "mean_std", "mean": (0.5, 0.5, 0.5), "std": [1, 1, 1]},
-     {"kind": "mean_std", "mean": [0.5, 0.5, 0.5], "std": [1.0, 1.0, 1.0]}),
-    ({"kind": "mean_std", "mean": [127.5, 127.5, 127.5], "std": [51.0, 51.0, 51.0]},
-     {"kind": "mean_std", "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]}),
-]  # fmt: skip
+    (
+        {"kind": "mean_std", "mean": (0.5, 0.5, 0.5), "std": [1, 1, 1]},
+        {"kind": "mean_std", "mean": [0.5, 0.5, 0.5], "std": [1.0, 1.0, 1.0]},
+    ),
+    (
+        {"kind": "mean_std", "mean": [127.5, 127.5, 127.5], "std": [51.0, 51.0, 51.0]},
+        {"kind": "mean_std", "mean": [0.5, 0.5, 0.5], "std": [0.2, 0.2, 0.2]},
+    ),
+]
 
 
 @pytest.mark.parametrize(("declared", "canonical"), ACCEPTED)
@@ -111,10 +115,15 @@ def _numpy_reference(images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "spec",
-    [{"kind": "none"}, {"kind": "scale"}, IMAGENET, {"kind": "per_image_standardization"},
-     {"kind": "per_channel_standardization"}],
+    [
+        {"kind": "none"},
+        {"kind": "scale"},
+        IMAGENET,
+        {"kind": "per_image_standardization"},
+        {"kind": "per_channel_standardization"},
+    ],
     ids=lambda spec: spec["kind"],
-)  # fmt: skip
+)
 def test_preprocessing_matches_a_numpy_implementation(batch: torch.Tensor, spec: dict[str, Any]) -> None:
     actual = Preprocess(spec, torch.device("cpu"))(batch)
     assert actual.dtype == torch.float32 and actual.shape == batch.shape

@@ -1,0 +1,100 @@
+"""Q1 over HTTP: v1 and v2 checkpoints are evaluated by the worker's `gpu` queue task, cached, and scored."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.evaluation.nets import StarterResNet
+from tests.service.conftest import RunningService, wait_for_final
+
+pytestmark = [pytest.mark.service, pytest.mark.slow]
+SHEET = Path(__file__).resolve().parent.parent / "data" / "correct_sheet.yaml"
+IMAGENET_MEAN_STD = {"kind": "mean_std", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@pytest.fixture(scope="module")
+def q1_files(tmp_path_factory: pytest.TempPathFactory, cifar10_root: Path) -> dict[str, Path]:
+    checkpoints = os.environ.get("GRADER_TEST_CHECKPOINTS_DIR")
+    source = Path(checkpoints or "") / "resnet20-v1-optionA" / "resnet20-12fca82f.th"
+    if not checkpoints or not source.is_file():
+        pytest.skip("GRADER_TEST_CHECKPOINTS_DIR does not hold resnet20-v1-optionA/resnet20-12fca82f.th")
+    folder = tmp_path_factory.mktemp("q1")
+    v1 = folder / "resnet20-v1.th"
+    shutil.copyfile(source, v1)
+    torch.manual_seed(0)
+    v2 = folder / "model-v2.ckpt"
+    torch.save(StarterResNet(version=2, size=1, first=8).state_dict(), v2)
+    sheet = yaml.safe_load(SHEET.read_text())
+    sheet["q1"] = {"v1_preprocessing": IMAGENET_MEAN_STD, "v2_preprocessing": "per_image_standardization"}
+    answers = folder / "answers.yaml"
+    answers.write_text(yaml.safe_dump(sheet))
+    return {"answers": answers, "v1": v1, "v2": v2}
+
+
+def _submit(service: RunningService, user: str, files: dict[str, Path]) -> dict:
+    client = service.user(user)
+    payload = {field: (path.name, path.read_bytes()) for field, path in files.items()}
+    response = client.post("/api/v1/assignments/csce636-hw3/submissions", files=payload)
+    assert response.status_code == 202, response.text
+    return wait_for_final(client, response.json()["status_url"], timeout=480)
+
+
+def _evaluations_run(service: RunningService) -> int:
+    return service.log().count("Task grader.evaluate_checkpoint[")  # Celery logs "received" and "succeeded"
+
+
+def test_checkpoints_are_evaluated_on_the_gpu_queue_and_scored(
+    service: RunningService, q1_files: dict[str, Path]
+) -> None:
+    body = _submit(service, "erin", q1_files)
+    assert body["status"] == "graded", body
+    parts = {part["id"]: part for part in body["parts"]}
+
+    v1 = parts["q1.v1_accuracy"]
+    assert v1["status"] == "correct" and v1["points"] == v1["max_points"]
+    assert v1["evidence"]["accuracy_percent"] == 91.73
+    assert (v1["evidence"]["correct"], v1["evidence"]["total"]) == (9173, 10000)
+    assert parts["q1.v1_architecture"]["status"] == "correct"
+
+    assert parts["q1.v2_architecture"]["status"] == "correct", parts["q1.v2_architecture"]
+    v2 = parts["q1.v2_accuracy"]
+    assert v2["evidence"]["total"] == 10000
+    assert v2["points"] < v2["max_points"]  # random weights: near chance, deducted
+    assert _evaluations_run(service) > 0
+
+
+def test_same_checkpoint_and_preprocessing_reuses_the_stored_evaluation(
+    service: RunningService, q1_files: dict[str, Path]
+) -> None:
+    first = _submit(service, "erin", q1_files)
+    evaluations_before = _evaluations_run(service)
+    second = _submit(service, "frank", q1_files)
+    assert _evaluations_run(service) == evaluations_before
+    assert [p for p in second["parts"] if p["id"].startswith("q1.")] == [
+        p for p in first["parts"] if p["id"].startswith("q1.")
+    ]
+
+
+def test_grader_grade_with_checkpoints_gives_the_api_result(service: RunningService, q1_files: dict[str, Path]) -> None:
+    body = _submit(service, "erin", q1_files)
+    offline = json.loads(
+        service.cli(
+            "grade",
+            "--answers",
+            str(q1_files["answers"]),
+            "--checkpoint",
+            f"v1={q1_files['v1']}",
+            "--checkpoint",
+            f"v2={q1_files['v2']}",
+            "--json",
+        ).stdout
+    )
+    assert offline["score"] == body["score"]
+    assert offline["parts"] == body["parts"]
