@@ -86,9 +86,26 @@ def backends(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backends]:
         _drop_postgres_database(os.environ["GRADER_TEST_DATABASE_URL"], created_db)
 
 
+def _missing_shared_data(reason: str) -> None:
+    # In CI the course data is always beside the clone: a missing folder is a broken setup, not a skip.
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must provide the course data: {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def cifar10_root() -> Path:
     root = os.environ.get("GRADER_CIFAR10_ROOT")
     if not root or not (Path(root) / "cifar-10-batches-py" / "test_batch").is_file():
-        pytest.skip("GRADER_CIFAR10_ROOT is not set to a folder holding cifar-10-batches-py/test_batch")
-    return Path(root)
+        _missing_shared_data("GRADER_CIFAR10_ROOT is not set to a folder holding cifar-10-batches-py/test_batch")
+    return Path(str(root))
+
+
+@pytest.fixture(scope="session")
+def resnet20_checkpoint() -> Path:
+    """The real, third-party trained ResNet-20 (v1, option A shortcuts) that scores 91.73 %."""
+    folder = os.environ.get("GRADER_TEST_CHECKPOINTS_DIR", "")
+    path = Path(folder) / "resnet20-v1-optionA" / "resnet20-12fca82f.th"
+    if not folder or not path.is_file():
+        _missing_shared_data("GRADER_TEST_CHECKPOINTS_DIR does not hold resnet20-v1-optionA/resnet20-12fca82f.th")
+    return path

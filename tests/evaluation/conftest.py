@@ -15,27 +15,8 @@ SUBSET = 500
 
 
 @pytest.fixture(scope="session")
-def cifar10_root() -> Path:
-    root = os.environ.get("GRADER_CIFAR10_ROOT")
-    if not root:
-        pytest.skip("GRADER_CIFAR10_ROOT is not set (the folder holding cifar-10-batches-py/)")
-    return Path(root)
-
-
-@pytest.fixture(scope="session")
 def testset(cifar10_root: Path) -> Cifar10TestSet:
     return load_cifar10_test(cifar10_root, "cpu")
-
-
-@pytest.fixture(scope="session")
-def resnet20_checkpoint() -> Path:
-    folder = os.environ.get("GRADER_TEST_CHECKPOINTS_DIR")
-    if not folder:
-        pytest.skip("GRADER_TEST_CHECKPOINTS_DIR is not set (the folder holding resnet20-v1-optionA/)")
-    path = Path(folder) / "resnet20-v1-optionA" / "resnet20-12fca82f.th"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -20,11 +19,8 @@ IMAGENET_MEAN_STD = {"kind": "mean_std", "mean": [0.485, 0.456, 0.406], "std": [
 
 
 @pytest.fixture(scope="module")
-def q1_files(tmp_path_factory: pytest.TempPathFactory, cifar10_root: Path) -> dict[str, Path]:
-    checkpoints = os.environ.get("GRADER_TEST_CHECKPOINTS_DIR")
-    source = Path(checkpoints or "") / "resnet20-v1-optionA" / "resnet20-12fca82f.th"
-    if not checkpoints or not source.is_file():
-        pytest.skip("GRADER_TEST_CHECKPOINTS_DIR does not hold resnet20-v1-optionA/resnet20-12fca82f.th")
+def q1_files(tmp_path_factory: pytest.TempPathFactory, cifar10_root: Path, resnet20_checkpoint: Path) -> dict:
+    source = resnet20_checkpoint
     folder = tmp_path_factory.mktemp("q1")
     v1 = folder / "resnet20-v1.th"
     shutil.copyfile(source, v1)
