@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     task_max_attempts: int = 3
     requeue_after_s: int = 30
     """A job still `received` this long after its submission never reached the queue; workers resend it."""
+    stuck_after_s: int | None = None
+    """A job or evaluation whose worker was silent this long is resent; default: task time limit + 120 s."""
+    sweep_interval_s: int = 60
+    """How often each worker looks for jobs to resend."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -57,6 +61,10 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_dir(self) -> Path:
         return self.storage_dir or self.data_dir / "storage"
+
+    @property
+    def resolved_stuck_after_s(self) -> int:
+        return self.stuck_after_s if self.stuck_after_s is not None else self.task_time_limit_s + 120
 
     @property
     def uses_embedded_broker(self) -> bool:

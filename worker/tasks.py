@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
-from celery import Task
+from celery import Task, bootsteps
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_ready
+from celery.worker import WorkController
 
 from grader.db.session import session_scope
 from grader.errors import InfrastructureError
-from grader.services import evaluations, jobs
+from grader.services import evaluations, jobs, sweeper
 from grader.settings import get_settings
 from worker.app import celery_app
 from worker.dispatch import CeleryDispatcher
@@ -78,14 +77,39 @@ def evaluate_checkpoint(self: Task, evaluation_id: str, job_id: str) -> str:
             if row is not None:
                 message = f"internal grader error ({type(exc).__name__}: {exc})"
                 evaluations.finish_evaluation_with_error(session, row=row, message=message)
-    CeleryDispatcher(celery_app).grade_job(job_id, resumed=True)
+    with session_scope() as session:
+        waiting = set(jobs.jobs_waiting_on(session, evaluation_id=evaluation_id)) | {job_id}
+    dispatcher = CeleryDispatcher(celery_app)
+    for waiting_job in sorted(waiting):
+        dispatcher.grade_job(waiting_job, resumed=True)
     return "done"
 
 
-@worker_ready.connect
-def requeue_stale_jobs(**_: object) -> None:
-    """Jobs stored while the broker was unreachable never reached the queue: send them now."""
-    with session_scope() as session:
-        for job in jobs.stale_jobs(session, older_than=timedelta(seconds=get_settings().requeue_after_s)):
-            log.info("requeueing job %s, stored but never queued", job.id)
-            jobs.queue_job(session, job=job, dispatcher=CeleryDispatcher(celery_app))
+def sweep_now() -> None:
+    """Resend jobs that never reached the queue or whose worker went silent (see grader.services.sweeper)."""
+    try:
+        with session_scope() as session:
+            sweeper.sweep(session, settings=get_settings(), dispatcher=CeleryDispatcher(celery_app))
+    except Exception:  # the sweep must never take the worker down; it runs again at the next interval
+        log.exception("sweep failed")
+
+
+class SweepStep(bootsteps.StartStopStep):
+    """Runs the sweep when the worker starts and then every `GRADER_SWEEP_INTERVAL_S` seconds."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker: object, **kwargs: object) -> None:
+        super().__init__(worker, **kwargs)
+        self.timer_ref: object | None = None
+
+    def start(self, worker: WorkController) -> None:
+        sweep_now()
+        self.timer_ref = worker.timer.call_repeatedly(get_settings().sweep_interval_s, sweep_now, priority=10)
+
+    def stop(self, worker: WorkController) -> None:
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()  # type: ignore[attr-defined]
+
+
+celery_app.steps["worker"].add(SweepStep)

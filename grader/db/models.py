@@ -28,6 +28,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes even for timezone-aware columns; they were stored in UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -127,6 +132,8 @@ class GradingJob(Base):
     finished_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    """Last time a worker touched the job; the sweeper resends jobs whose worker went silent."""
 
     submission: Mapped[Submission] = relationship(back_populates="jobs")
     results: Mapped[list[PartResultRow]] = relationship(back_populates="job", order_by="PartResultRow.position")
@@ -185,3 +192,14 @@ class CheckpointEvaluation(Base):
     finished_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
+
+
+class JobEvaluation(Base):
+    """A job waiting on (or having used) a checkpoint evaluation; finishing it wakes every waiting job."""
+
+    __tablename__ = "job_evaluations"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("grading_jobs.id", ondelete="CASCADE"), primary_key=True)
+    evaluation_id: Mapped[str] = mapped_column(
+        ForeignKey("checkpoint_evaluations.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

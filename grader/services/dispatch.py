@@ -8,8 +8,11 @@ from typing import Protocol
 class Dispatcher(Protocol):
     """Sends work to the queue; implementations must only be called after the rows they name are committed."""
 
-    def grade_job(self, job_id: str) -> None:
-        """Queue the answer checks and scoring of one grading job (the `cpu` queue)."""
+    def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
+        """Queue the answer checks and scoring of one grading job (the `cpu` queue).
+
+        `resumed`: a wake-up after checkpoint evaluations finished, which does not count as a new attempt.
+        """
 
     def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
         """Queue one checkpoint evaluation (the `gpu` queue); it re-queues the job when done."""

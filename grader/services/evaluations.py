@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from grader.db.models import CheckpointEvaluation, Submission, utcnow
+from grader.db.models import CheckpointEvaluation, Submission, as_utc, utcnow
 from grader.domain.status import EvaluationStatus
 from grader.errors import InvalidAnswer
 from grader.services.submissions import CHECKPOINT_FIELDS
@@ -53,7 +53,7 @@ def plan_evaluations(
         key = evaluation_cache_key(upload.artifact_sha256, preprocessing)
         row = _find_or_create(session, key, upload.artifact_sha256, upload.field, preprocessing, EVALUATOR_VERSION)
         status = EvaluationStatus(row.status)
-        if status is EvaluationStatus.ERROR and (row.finished_at is None or _aware(row.finished_at) < _aware(since)):
+        if status is EvaluationStatus.ERROR and (row.finished_at is None or as_utc(row.finished_at) < as_utc(since)):
             row.status, row.attempts, row.detail = str(EvaluationStatus.PENDING), 0, ""
             status = EvaluationStatus.PENDING
         if status.is_final:
@@ -62,11 +62,6 @@ def plan_evaluations(
             plan.pending[upload.field] = row
     session.flush()
     return plan
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite returns naive datetimes even for timezone-aware columns.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 def _find_or_create(

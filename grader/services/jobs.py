@@ -14,7 +14,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from grader.db.models import GradingJob, PartResultRow, Score, Submission, utcnow
+from grader.db.models import GradingJob, JobEvaluation, PartResultRow, Score, Submission, utcnow
 from grader.domain.results import GradeReport
 from grader.domain.status import JobStatus
 from grader.grading import load_sheet_from_store
@@ -111,6 +111,9 @@ def _wait_for(session: Session, *, job: GradingJob, plan: EvaluationPlan, dispat
     job.detail = "waiting for checkpoint evaluation: " + ", ".join(
         f"{label} ({evaluation.status})" for label, evaluation in plan.pending.items()
     )
+    for evaluation in plan.pending.values():
+        if session.get(JobEvaluation, (job.id, evaluation.id)) is None:
+            session.add(JobEvaluation(job_id=job.id, evaluation_id=evaluation.id))
     to_send = [evaluation for evaluation in plan.pending.values() if evaluation.status == "pending"]
     for evaluation in to_send:
         evaluation.status = "queued"
@@ -118,6 +121,16 @@ def _wait_for(session: Session, *, job: GradingJob, plan: EvaluationPlan, dispat
     session.commit()
     for evaluation in to_send:
         dispatcher.evaluate_checkpoint(evaluation.id, job.id)
+
+
+def jobs_waiting_on(session: Session, *, evaluation_id: str) -> list[str]:
+    """Ids of unfinished jobs that wait for this evaluation (several students may upload the same file)."""
+    query = (
+        select(GradingJob.id)
+        .join(JobEvaluation, JobEvaluation.job_id == GradingJob.id)
+        .where(JobEvaluation.evaluation_id == evaluation_id, GradingJob.status == str(JobStatus.RUNNING))
+    )
+    return list(session.scalars(query))
 
 
 def store_report(session: Session, *, job: GradingJob, report: GradeReport, rubric: Rubric) -> None:

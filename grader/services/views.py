@@ -5,17 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from grader.db.models import GradingJob, Submission
+from grader.db.models import GradingJob, Submission, as_utc
 from grader.domain.status import JobStatus, Role
 from grader.rubric.model import Rubric, Visibility
 
 
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        return moment.isoformat() + "Z"
-    return moment.isoformat().replace("+00:00", "Z")
+    return None if moment is None else as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
 def describe_job(job: GradingJob) -> dict[str, Any]:

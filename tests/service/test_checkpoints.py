@@ -94,3 +94,26 @@ def test_grader_grade_with_checkpoints_gives_the_api_result(service: RunningServ
     )
     assert offline["score"] == body["score"]
     assert offline["parts"] == body["parts"]
+
+
+def test_two_submissions_waiting_on_one_evaluation_are_both_graded(
+    service: RunningService, q1_files: dict[str, Path], tmp_path: Path
+) -> None:
+    torch.manual_seed(1)
+    shared = tmp_path / "shared-v2.pt"
+    torch.save(StarterResNet(version=2, size=1, first=8).state_dict(), shared)
+    files = {"answers": q1_files["answers"], "v2": shared}
+    clients = [service.user("ivan"), service.user("judy")]
+    urls = []
+    for client in clients:  # both sent before the evaluation can finish
+        payload = {field: (path.name, path.read_bytes()) for field, path in files.items()}
+        response = client.post("/api/v1/assignments/csce636-hw3/submissions", files=payload)
+        assert response.status_code == 202
+        urls.append(response.json()["status_url"])
+    bodies = [wait_for_final(client, url, timeout=300) for client, url in zip(clients, urls, strict=True)]
+    accuracies = [
+        next(part for part in body["parts"] if part["id"] == "q1.v2_accuracy")["evidence"]["correct"]
+        for body in bodies
+    ]
+    assert [body["status"] for body in bodies] == ["graded", "graded"]
+    assert accuracies[0] == accuracies[1]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 18:02:41.558682
+Create Date: 2026-11-26 18:37:59.073653
 """
 
 from collections.abc import Sequence
@@ -120,6 +120,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("worker", sa.String(length=255), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["submission_id"], ["submissions.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("submission_id", "number"),
@@ -146,6 +147,17 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("submission_files", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_submission_files_submission_id"), ["submission_id"], unique=False)
+
+    op.create_table(
+        "job_evaluations",
+        sa.Column("job_id", sa.String(length=32), nullable=False),
+        sa.Column("evaluation_id", sa.String(length=32), nullable=False),
+        sa.ForeignKeyConstraint(["evaluation_id"], ["checkpoint_evaluations.id"], ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(["job_id"], ["grading_jobs.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("job_id", "evaluation_id"),
+    )
+    with op.batch_alter_table("job_evaluations", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_job_evaluations_evaluation_id"), ["evaluation_id"], unique=False)
 
     op.create_table(
         "part_results",
@@ -186,6 +198,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_part_results_job_id"))
 
     op.drop_table("part_results")
+    with op.batch_alter_table("job_evaluations", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_job_evaluations_evaluation_id"))
+
+    op.drop_table("job_evaluations")
     with op.batch_alter_table("submission_files", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_submission_files_submission_id"))
 
