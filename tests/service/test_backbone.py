@@ -163,3 +163,20 @@ def test_ctrl_c_stops_api_and_worker(backends: Backends, tmp_path: Path) -> None
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def test_an_oversized_declared_body_is_refused_before_it_is_read(service: RunningService) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(service.base_url)
+    token = service.tokens.get("bob") or service.user("bob").headers["Authorization"].split()[-1]
+    request = (
+        f"POST {SUBMIT} HTTP/1.1\r\nHost: {url.hostname}\r\nAuthorization: Bearer {token}\r\n"
+        "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 50000000000\r\n\r\n"
+    ).encode()
+    with socket.create_connection((url.hostname, url.port), timeout=30) as connection:
+        connection.sendall(request)  # the headers only: the 50 GB body never comes
+        reply = connection.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 413")
+    assert "larger than" in reply and "upload_too_large" in reply

@@ -112,8 +112,7 @@ def test_two_submissions_waiting_on_one_evaluation_are_both_graded(
         urls.append(response.json()["status_url"])
     bodies = [wait_for_final(client, url, timeout=300) for client, url in zip(clients, urls, strict=True)]
     accuracies = [
-        next(part for part in body["parts"] if part["id"] == "q1.v2_accuracy")["evidence"]["correct"]
-        for body in bodies
+        next(part for part in body["parts"] if part["id"] == "q1.v2_accuracy")["evidence"]["correct"] for body in bodies
     ]
     assert [body["status"] for body in bodies] == ["graded", "graded"]
     assert accuracies[0] == accuracies[1]
