@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,23 @@ def service(backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Ite
     running = start_service(backends, tmp_path_factory.mktemp("logs") / "service.log")
     yield running
     stop_service(running)
+
+
+@contextmanager
+def extra_worker(env: dict[str, str], queues: str = "cpu,gpu") -> Iterator[subprocess.Popen[bytes]]:
+    """One more `grader worker` process on the same backends, stopped (warm shutdown) afterwards."""
+    worker = subprocess.Popen(
+        [GRADER, "worker", "--queues", queues],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
 
 
 def wait_for_final(client: httpx.Client, status_url: str, timeout: float = 240) -> dict:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT, Backends
-from tests.service.conftest import GRADER, RunningService, _free_port, wait_for_final, wait_until_healthy
+from tests.service.conftest import RunningService, _free_port, extra_worker, wait_for_final, wait_until_healthy
 
 pytestmark = pytest.mark.service
 
@@ -43,19 +43,7 @@ def test_submission_survives_an_unreachable_broker(service: RunningService, back
         api.wait(timeout=30)
 
     # A worker on the real broker resends jobs that never reached the queue when it starts.
-    worker_env = {**backends.env, "GRADER_REQUEUE_AFTER_S": "0"}
-    worker = subprocess.Popen(
-        [GRADER, "worker", "--queues", "cpu,gpu"],
-        env=worker_env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        client = service.user("gina")
-        body = wait_for_final(client, response.json()["status_url"], timeout=120)
-        assert body["status"] == "graded"
-        assert {p["id"]: p["status"] for p in body["parts"]}["q3.a_mean_shape"] == "correct"
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+    with extra_worker({**backends.env, "GRADER_REQUEUE_AFTER_S": "0"}):
+        body = wait_for_final(service.user("gina"), response.json()["status_url"], timeout=120)
+    assert body["status"] == "graded"
+    assert {p["id"]: p["status"] for p in body["parts"]}["q3.a_mean_shape"] == "correct"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,8 +9,8 @@ import pytest
 
 from grader.db.models import GradingJob, utcnow
 from grader.db.session import session_scope
-from tests.conftest import REPO_ROOT, Backends
-from tests.service.conftest import GRADER, RunningService, wait_for_final
+from tests.conftest import Backends
+from tests.service.conftest import RunningService, extra_worker, wait_for_final
 
 pytestmark = pytest.mark.service
 SHEET = Path(__file__).resolve().parent.parent / "data" / "correct_sheet.yaml"
@@ -45,18 +44,8 @@ def test_a_job_left_running_by_a_dead_worker_is_resent_and_graded(service: Runni
     assert alice.get(status_url).json()["status"] == "running"
 
     env = {**backends.env, "GRADER_STUCK_AFTER_S": "60", "GRADER_SWEEP_INTERVAL_S": "1"}
-    worker = subprocess.Popen(
-        [GRADER, "worker", "--queues", "cpu"],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    with extra_worker(env, queues="cpu"):
         body = wait_for_final(alice, status_url, timeout=120)
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
     assert body["status"] == "graded"
     resent = body["history"][1]
     assert (resent["number"], resent["status"], resent["attempts"]) == (2, "graded", 2)
