@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from grader import __version__
 from grader.api.errors import install_error_handlers
-from grader.api.limits import ContentLengthLimit
+from grader.api.limits import BodySizeLimit
 from grader.api.routes import assignments, submissions, system
 from grader.db.session import session_scope
 from grader.rubric.model import RubricCatalog
@@ -34,7 +34,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(ContentLengthLimit, max_body_bytes=get_settings().max_submission_bytes)
+    app.add_middleware(BodySizeLimit, max_body_bytes=get_settings().max_submission_bytes)
     for module in (system, assignments, submissions):
         app.include_router(module.router, prefix=API_PREFIX)
     return app
