@@ -25,7 +25,10 @@ def evaluate_checkpoints_locally(
 ) -> dict[str, dict[str, Any]]:
     """Evaluate each checkpoint in this process, as the `gpu` worker task would (for `grader grade`)."""
     from grader.evaluation import evaluate_checkpoint, read_preprocessing
+    from grader.evaluation.safety import require_safe_torch
 
+    if checkpoints:
+        require_safe_torch()
     results: dict[str, dict[str, Any]] = {}
     for label, path in checkpoints.items():
         try:

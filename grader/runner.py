@@ -35,7 +35,9 @@ def run_service(settings: Settings, *, host: str, port: int) -> int:
     import uvicorn
 
     from grader.db.migrate import upgrade_database
+    from grader.evaluation.safety import require_safe_torch
 
+    require_safe_torch()  # checked here too, so that `make run` fails at once rather than in the worker's log
     upgrade_database()
     _print_banner(settings, host, port)
     worker = subprocess.Popen(worker_command())

@@ -6,10 +6,12 @@ import logging
 
 from celery import Task, bootsteps
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_init
 from celery.worker import WorkController
 
 from grader.db.session import session_scope
 from grader.errors import InfrastructureError
+from grader.evaluation.safety import require_safe_torch
 from grader.services import evaluations, jobs, sweeper
 from grader.settings import get_settings
 from worker.app import celery_app
@@ -83,6 +85,12 @@ def evaluate_checkpoint(self: Task, evaluation_id: str, job_id: str) -> str:
     for waiting_job in sorted(waiting):
         dispatcher.grade_job(waiting_job, resumed=True)
     return "done"
+
+
+@worker_init.connect
+def refuse_unsafe_torch(**_: object) -> None:
+    """A worker loads untrusted checkpoints: it must not start with a torch whose safe loader is broken."""
+    require_safe_torch()
 
 
 def sweep_now() -> None:
