@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import math
 import pickle
 import re
 from collections.abc import Mapping
@@ -102,6 +104,66 @@ def sniff_format(data: bytes) -> str:
     raise CheckpointRejected(
         f"file is not a PyTorch checkpoint or a safetensors file (starts with {data[:8]!r}); {SAVE_HINT}"
     )
+
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "U8": torch.uint8,
+}
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_ELEMENTS = 200_000_000
+"""Far above any CIFAR ResNet (ResNet-164 has 1.7 M parameters); a header claiming more is hostile or wrong."""
+
+
+def read_safetensors_header(data: bytes) -> dict[str, torch.Tensor]:
+    """The header's tensors as shape-only meta tensors, validated before any tensor data is touched."""
+    if len(data) < 8:
+        raise CheckpointRejected(f"safetensors file is truncated (no header); {SAVE_HINT}")
+    length = int.from_bytes(data[:8], "little")
+    if length > min(MAX_HEADER_BYTES, len(data) - 8):
+        raise CheckpointRejected(f"safetensors header claims {length} bytes, more than the file holds; {SAVE_HINT}")
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointRejected(f"safetensors header is not valid JSON; {SAVE_HINT}") from exc
+    if not isinstance(header, dict):
+        raise CheckpointRejected(f"safetensors header is not a mapping of tensor names; {SAVE_HINT}")
+    body = len(data) - 8 - length
+    meta: dict[str, torch.Tensor] = {}
+    elements = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, shape = _header_entry(name, entry, body)
+        elements += math.prod(shape)
+        if elements > MAX_ELEMENTS:
+            raise CheckpointRejected(f"safetensors header declares more than {MAX_ELEMENTS} values in all")
+        meta[name] = torch.empty(shape, dtype=dtype, device="meta")
+    return meta
+
+
+def _header_entry(name: str, entry: Any, body: int) -> tuple[torch.dtype, list[int]]:
+    if not isinstance(entry, dict) or entry.get("dtype") not in SAFETENSORS_DTYPES:
+        raise CheckpointRejected(f"safetensors entry {name!r} has no supported dtype ({sorted(SAFETENSORS_DTYPES)})")
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(isinstance(n, int) and 0 <= n < 2**31 for n in shape):
+        raise CheckpointRejected(f"safetensors entry {name!r} has an invalid shape {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(n, int) for n in offsets)
+        or not 0 <= offsets[0] <= offsets[1] <= body
+    ):
+        raise CheckpointRejected(f"safetensors entry {name!r} points outside the file ({offsets!r})")
+    dtype = SAFETENSORS_DTYPES[entry["dtype"]]
+    if offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize:
+        raise CheckpointRejected(f"safetensors entry {name!r}: its byte range does not match shape {shape}")
+    return dtype, shape
 
 
 def _load_torch(data: bytes, device: torch.device) -> Any:

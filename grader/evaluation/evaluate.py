@@ -17,7 +17,14 @@ import torch
 from grader.errors import InfrastructureError
 from grader.evaluation.architecture import InferredNetwork, infer_network
 from grader.evaluation.cache_key import EVALUATOR_VERSION, evaluation_cache_key
-from grader.evaluation.checkpoint import CheckpointRejected, LoadedCheckpoint, parse_checkpoint, read_file
+from grader.evaluation.checkpoint import (
+    CheckpointRejected,
+    LoadedCheckpoint,
+    parse_checkpoint,
+    read_file,
+    read_safetensors_header,
+    sniff_format,
+)
 from grader.evaluation.cifar import Cifar10TestSet, load_cifar10_test
 from grader.evaluation.preprocessing import normalize_preprocessing
 from grader.evaluation.resnet import CifarResNet, ForwardVariant, ResNetSpec, applicable_variants
@@ -94,6 +101,9 @@ def _evaluate_bytes(
     started = time.perf_counter()
     network: InferredNetwork | None = None
     try:
+        if sniff_format(data) == "safetensors":
+            # The structure is checked from the header alone, before any tensor data is materialised.
+            infer_network(read_safetensors_header(data))
         checkpoint = parse_checkpoint(data, sha256=sha256, device=device)
         network = infer_network(checkpoint.tensors)
         state = reference_state(network, checkpoint.tensors)
