@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     grade = commands.add_parser("grade", help="grade an answer sheet offline (the same core the workers run)")
     grade.add_argument("--answers", type=Path, required=True, help="the answer sheet, YAML or JSON")
     grade.add_argument("--checkpoint", action="append", default=[], metavar="LABEL=PATH", help="v1=PATH or v2=PATH")
+    grade.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR_OR_ZIP",
+        help="the student's model code for that checkpoint (runs sandboxed, student-code mode)",
+    )
     grade.add_argument("--rubric", type=Path, help="a rubric YAML (default: the assignment named in the sheet)")
     grade.add_argument("--json", action="store_true", help="print one JSON object")
     grade.set_defaults(handler=_cmd_grade)
@@ -126,29 +133,36 @@ def _cmd_users_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_checkpoints(values: list[str]) -> dict[str, Path]:
-    checkpoints: dict[str, Path] = {}
+def _parse_labelled_paths(values: list[str], option: str) -> dict[str, Path]:
+    paths: dict[str, Path] = {}
     for value in values:
         label, sep, path = value.partition("=")
         if not sep or label not in ("v1", "v2") or not path:
-            raise InputError(f"expected v1=PATH or v2=PATH, got {value!r}", field="--checkpoint")
-        if not Path(path).is_file():
-            raise InputError(f"checkpoint file {path!r} does not exist", field="--checkpoint")
-        checkpoints[label] = Path(path)
-    return checkpoints
+            raise InputError(f"expected v1=PATH or v2=PATH, got {value!r}", field=option)
+        if not Path(path).exists():
+            raise InputError(f"{path!r} does not exist", field=option)
+        paths[label] = Path(path)
+    return paths
 
 
-def _rubric_for(answers: Path, rubric_path: Path | None):  # type: ignore[no-untyped-def]
+def _rubric_path_for(answers: Path, rubric_path: Path | None) -> Path:
     from grader.answers.sheet import parse_answer_sheet
-    from grader.rubric.model import RubricCatalog, load_rubric
 
     if rubric_path is not None:
-        return load_rubric(rubric_path)
+        return rubric_path
     sheet = parse_answer_sheet(_read(answers), filename=answers.name)
     assignment = sheet.get("assignment")
     if not assignment:
         raise InputError("the sheet names no assignment; add 'assignment: ...' or pass --rubric", field="assignment")
-    return RubricCatalog(get_settings().rubrics_dir).get(str(assignment))
+    return get_settings().rubrics_dir / f"{assignment}.yaml"
+
+
+def _rubric_for(answers: Path, rubric_path: Path | None):  # type: ignore[no-untyped-def]
+    from grader.rubric.model import RubricCatalog, load_rubric
+
+    if rubric_path is not None:
+        return load_rubric(rubric_path)
+    return RubricCatalog(get_settings().rubrics_dir).get(_rubric_path_for(answers, None).stem)
 
 
 def _read(path: Path) -> bytes:
@@ -161,9 +175,20 @@ def _read(path: Path) -> bytes:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from grader.grading import grade_answer_file
 
-    checkpoints = _parse_checkpoints(args.checkpoint)
+    checkpoints = _parse_labelled_paths(args.checkpoint, "--checkpoint")
+    code = _parse_labelled_paths(args.code, "--code")
+    missing = sorted(set(code) - set(checkpoints))
+    if missing:
+        raise InputError(f"--code {missing[0]}=... needs --checkpoint {missing[0]}=...", field="--code")
     rubric = _rubric_for(args.answers, args.rubric)
-    report = grade_answer_file(args.answers, rubric, checkpoints=checkpoints, cifar10_root=get_settings().cifar10_root)
+    report = grade_answer_file(
+        args.answers,
+        rubric,
+        checkpoints=checkpoints,
+        code=code,
+        rubric_path=_rubric_path_for(args.answers, args.rubric),
+        cifar10_root=get_settings().cifar10_root,
+    )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

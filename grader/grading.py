@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from grader.answers.sheet import check_assignment, parse_answer_sheet
 from grader.db.models import Submission
 from grader.domain.results import GradeReport
-from grader.errors import InvalidAnswer
+from grader.errors import InfrastructureError, InputError, InvalidAnswer
 from grader.rubric.engine import grade_sheet
 from grader.rubric.model import Rubric
 from grader.storage import ArtifactStore
@@ -21,9 +22,18 @@ def load_sheet_from_store(submission: Submission, store: ArtifactStore) -> dict[
 
 
 def evaluate_checkpoints_locally(
-    sheet: Mapping[str, Any], checkpoints: Mapping[str, Path], *, cifar10_root: Path | None
+    sheet: Mapping[str, Any],
+    checkpoints: Mapping[str, Path],
+    *,
+    cifar10_root: Path | None,
+    code: Mapping[str, Path] | None = None,
+    rubric_path: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate each checkpoint in this process, as the `gpu` worker task would (for `grader grade`)."""
+    """Evaluate each checkpoint here, as the `gpu` worker task would (for `grader grade`).
+
+    A checkpoint with code (`code[label]`: a folder or a zip of the student's .py files) runs in student-code
+    mode, in the sandbox; the others in reference mode.
+    """
     from grader.evaluation import evaluate_checkpoint, read_preprocessing
     from grader.evaluation.safety import require_safe_torch
 
@@ -35,8 +45,47 @@ def evaluate_checkpoints_locally(
             preprocessing = read_preprocessing(sheet, label)
         except InvalidAnswer:
             continue  # the Q1 checkers report the malformed declaration as `invalid`
-        results[label] = evaluate_checkpoint(path, label=label, preprocessing=preprocessing, cifar10_root=cifar10_root)
+        if code and label in code:
+            results[label] = _evaluate_code_locally(sheet, label, path, code[label], cifar10_root, rubric_path)
+        else:
+            results[label] = evaluate_checkpoint(
+                path, label=label, preprocessing=preprocessing, cifar10_root=cifar10_root
+            )
     return results
+
+
+def _evaluate_code_locally(
+    sheet: Mapping[str, Any],
+    label: str,
+    checkpoint: Path,
+    code: Path,
+    cifar10_root: Path | None,
+    rubric_path: Path | None,
+) -> dict[str, Any]:
+    from grader.sandbox import evaluate_student_code, materialise_code, read_model_interface, read_network_config
+    from grader.sandbox.archive import read_code_dir
+
+    interface = read_model_interface(rubric_path) if rubric_path is not None else None
+    if interface is None:
+        raise InputError("the rubric declares no model_interface, so student code cannot be run", field="--code")
+    if cifar10_root is None:
+        raise InfrastructureError("GRADER_CIFAR10_ROOT is not set: the folder holding cifar-10-batches-py/")
+    try:
+        config = read_network_config(sheet, label, interface)
+        interface.arguments(label, config)
+    except InvalidAnswer as exc:
+        return {"status": "rejected", "message": exc.message, "mode": "student_code"}
+    upload = read_code_dir(code, field=f"{label}_code") if code.is_dir() else code.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="grader-code-") as folder:
+        materialised = materialise_code(upload, Path(folder) / "code", field=f"{label}_code")
+        return evaluate_student_code(
+            materialised.directory,
+            checkpoint,
+            label=label,
+            config=config,
+            interface=interface,
+            cifar10_root=cifar10_root,
+        )
 
 
 def grade_answer_file(
@@ -44,9 +93,13 @@ def grade_answer_file(
     rubric: Rubric,
     *,
     checkpoints: Mapping[str, Path] | None = None,
+    code: Mapping[str, Path] | None = None,
+    rubric_path: Path | None = None,
     cifar10_root: Path | None = None,
 ) -> GradeReport:
     sheet = parse_answer_sheet(answers.read_bytes(), filename=answers.name)
     check_assignment(sheet, rubric.assignment)
-    evaluations = evaluate_checkpoints_locally(sheet, checkpoints or {}, cifar10_root=cifar10_root)
+    evaluations = evaluate_checkpoints_locally(
+        sheet, checkpoints or {}, cifar10_root=cifar10_root, code=code, rubric_path=rubric_path
+    )
     return grade_sheet(sheet, rubric, evaluations)

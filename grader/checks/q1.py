@@ -16,6 +16,11 @@ from grader.evaluation.preprocessing import (
 )
 from grader.rubric.registry import CheckContext, register_checker
 
+STUDENT_CODE_FAILURES = frozenset(
+    {"timed_out", "memory_limit", "resource_limit", "crashed", "rejected_unsafe", "rejected_invalid_file"}
+)
+"""How a sandboxed run of the student's own code can end other than evaluated: the student's to fix."""
+
 EVIDENCE_KEYS = (
     "accuracy_percent",
     "correct",
@@ -31,6 +36,8 @@ EVIDENCE_KEYS = (
     "torch_version",
     "checkpoint_sha256",
     "evaluator_version",
+    "mode",
+    "code_sha256",
 )
 ARCHITECTURE_FRACTIONS = {"wrong_activation": 0.5, "wrong_block": 0.5, "wrong_both": 0.0, "same_checkpoint": 0.0}
 """Defaults; a rubric overrides them with `params.fractions`. `same_checkpoint` caps a part whose file was also
@@ -112,7 +119,7 @@ def _evaluation(context: CheckContext) -> tuple[str, Mapping[str, Any] | CheckOu
         )
         return label, CheckOutcome(PartStatus.MISSING, 0.0, message)
     status = result.get("status")
-    if status == "rejected":
+    if status == "rejected" or status in STUDENT_CODE_FAILURES:
         message = f"The {label} checkpoint could not be evaluated: {result.get('message', 'no reason given')}"
         return label, CheckOutcome(PartStatus.INVALID, 0.0, message, _evidence(result))
     if status != "evaluated":

@@ -105,7 +105,7 @@ class SubmissionFile(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), index=True)
     field: Mapped[str] = mapped_column(String(32))
-    """The multipart field: answers, v1, v2."""
+    """The multipart field: answers, v1, v2, v1_code, v2_code (code stored as one normalised zip)."""
     artifact_sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"))
     original_name: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
@@ -181,6 +181,12 @@ class CheckpointEvaluation(Base):
     artifact_sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"), index=True)
     label: Mapped[str] = mapped_column(String(16))
     """The field it was first uploaded as (v1, v2); used in messages only, not in the cache key."""
+    mode: Mapped[str] = mapped_column(String(16), default="reference")
+    """reference (the grader's ResNet family) or student_code (the student's own code, sandboxed)."""
+    code_sha256: Mapped[str | None] = mapped_column(ForeignKey("artifacts.sha256"))
+    """The student's code (a normalised zip) in student_code mode."""
+    config: Mapped[dict[str, Any] | None]
+    """The network factory's arguments from the sheet (q1.<label>_config), in student_code mode."""
     preprocessing: Mapped[dict[str, Any]]
     evaluator_version: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))

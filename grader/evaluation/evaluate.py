@@ -251,22 +251,12 @@ def _summary(
     preprocessing: dict[str, Any],
     device: torch.device,
 ) -> dict[str, Any]:
-    variant, correct, predictions = best
-    labels = testset.labels[: predictions.shape[0]]
-    total = int(labels.shape[0])
-    confusion = torch.bincount(labels * 10 + predictions, minlength=100).view(10, 10).cpu()
-    per_class = confusion.diagonal().double() / confusion.sum(dim=1).clamp_min(1).double()
+    variant, _, predictions = best
+    total = int(predictions.shape[0])
     result: dict[str, Any] = {
         "status": "evaluated",
         "evaluator_version": EVALUATOR_VERSION,
-        "accuracy_percent": round(100.0 * correct / total, 2),
-        "correct": correct,
-        "total": total,
-        "per_class_accuracy_percent": {
-            name: round(100.0 * float(value), 2) for name, value in zip(testset.class_names, per_class, strict=True)
-        },
-        "confusion_matrix": confusion.tolist(),
-        "class_names": list(testset.class_names),
+        **accuracy_summary(predictions, testset.labels[: predictions.shape[0]], testset.class_names),
         "architecture": network.describe(),
         "preprocessing": preprocessing,
         "checkpoint_sha256": checkpoint.sha256,
@@ -281,6 +271,24 @@ def _summary(
             {"variant": v.to_json(), "accuracy_percent": round(100.0 * c / total, 2)} for v, c, _ in runs
         ]
     return result
+
+
+def accuracy_summary(predictions: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, per-class accuracy and the confusion matrix (rows: true class) of predicted class indices 0..9."""
+    total = int(labels.shape[0])
+    correct = int((predictions == labels).sum())
+    confusion = torch.bincount(labels * 10 + predictions, minlength=100).view(10, 10).cpu()
+    per_class = confusion.diagonal().double() / confusion.sum(dim=1).clamp_min(1).double()
+    return {
+        "accuracy_percent": round(100.0 * correct / total, 2),
+        "correct": correct,
+        "total": total,
+        "per_class_accuracy_percent": {
+            name: round(100.0 * float(value), 2) for name, value in zip(class_names, per_class, strict=True)
+        },
+        "confusion_matrix": confusion.tolist(),
+        "class_names": list(class_names),
+    }
 
 
 def rejected(message: str, sha256: str, size: int, network: InferredNetwork | None = None) -> dict[str, Any]:

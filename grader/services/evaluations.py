@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -14,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from grader.db.models import CheckpointEvaluation, Submission, as_utc, utcnow
 from grader.domain.status import EvaluationStatus
-from grader.errors import InvalidAnswer
+from grader.errors import InfrastructureError, InvalidAnswer
 from grader.services.submissions import CHECKPOINT_FIELDS
 from grader.settings import Settings
 from grader.storage import ArtifactStore
@@ -31,58 +33,107 @@ class EvaluationPlan:
         return not self.pending
 
 
+@dataclass(frozen=True, slots=True)
+class EvaluationRequest:
+    """What one checkpoint's evaluation is keyed and run by, in either mode."""
+
+    label: str
+    checkpoint_sha256: str
+    cache_key: str
+    preprocessing: dict[str, Any]
+    mode: str = "reference"
+    code_sha256: str | None = None
+    config: dict[str, Any] | None = None
+
+
 def plan_evaluations(
-    session: Session, *, submission: Submission, sheet: Mapping[str, Any], since: datetime
+    session: Session,
+    *,
+    submission: Submission,
+    sheet: Mapping[str, Any],
+    since: datetime,
+    settings: Settings,
 ) -> EvaluationPlan:
     """For each uploaded checkpoint, the cached evaluation or a new pending one.
 
-    An `error` row older than `since` (the job's start) is retried: an infrastructure failure is not cached.
+    With the student's code uploaded next to a checkpoint, it is evaluated in student-code mode (sandboxed);
+    otherwise in reference mode. An `error` row older than `since` (the job's start) is retried: an
+    infrastructure failure is not cached.
     """
     plan = EvaluationPlan()
-    uploads = [upload for upload in submission.files if upload.field in CHECKPOINT_FIELDS]
-    if not uploads:
-        return plan
-    # Imported here so that grading answer sheets without checkpoints never loads the evaluator.
-    from grader.evaluation import EVALUATOR_VERSION, evaluation_cache_key, read_preprocessing
-
-    for upload in uploads:
+    files = {upload.field: upload.artifact_sha256 for upload in submission.files}
+    for label in (name for name in CHECKPOINT_FIELDS if name in files):
         try:
-            preprocessing = read_preprocessing(sheet, upload.field)
-        except InvalidAnswer:
-            continue  # scored as `invalid` by the Q1 checkers
-        key = evaluation_cache_key(upload.artifact_sha256, preprocessing)
-        row = _find_or_create(session, key, upload.artifact_sha256, upload.field, preprocessing, EVALUATOR_VERSION)
+            request = _request(label, files, sheet, submission.assignment_id, settings)
+        except InvalidAnswer as exc:
+            # The sheet does not say how to run it: a result for the checkers, nothing to evaluate.
+            plan.results[label] = {"status": "rejected", "message": exc.message}
+            continue
+        if request is None:
+            continue
+        row = _find_or_create(session, request)
         status = EvaluationStatus(row.status)
         if status is EvaluationStatus.ERROR and (row.finished_at is None or as_utc(row.finished_at) < as_utc(since)):
             row.status, row.attempts, row.detail = str(EvaluationStatus.PENDING), 0, ""
             status = EvaluationStatus.PENDING
         if status.is_final:
-            plan.results[upload.field] = row.result or {"status": "error", "message": row.detail}
+            plan.results[label] = row.result or {"status": "error", "message": row.detail}
         else:
-            plan.pending[upload.field] = row
+            plan.pending[label] = row
     session.flush()
     return plan
 
 
-def _find_or_create(
-    session: Session, key: str, sha256: str, label: str, preprocessing: Mapping[str, Any], version: str
-) -> CheckpointEvaluation:
-    row = session.scalar(select(CheckpointEvaluation).where(CheckpointEvaluation.cache_key == key))
+def _request(
+    label: str, files: Mapping[str, str], sheet: Mapping[str, Any], assignment_id: str, settings: Settings
+) -> EvaluationRequest | None:
+    # Imported here so that grading answer sheets without checkpoints never loads the evaluator.
+    from grader.evaluation import evaluation_cache_key, read_preprocessing
+
+    try:
+        preprocessing = read_preprocessing(sheet, label)
+    except InvalidAnswer:
+        return None  # scored as `invalid` by the Q1 checkers
+    checkpoint = files[label]
+    code = files.get(f"{label}_code")
+    if code is None:
+        return EvaluationRequest(label, checkpoint, evaluation_cache_key(checkpoint, preprocessing), preprocessing)
+    from grader.sandbox import read_model_interface, read_network_config, student_code_cache_key
+
+    interface = read_model_interface(settings.rubrics_dir / f"{assignment_id}.yaml")
+    if interface is None:
+        raise InvalidAnswer(f"this assignment does not run student code; upload {label} without {label}_code")
+    arguments = interface.arguments(label, read_network_config(sheet, label, interface))
+    key = student_code_cache_key(
+        code_sha256=code, checkpoint_sha256=checkpoint, label=label, arguments=arguments, interface=interface
+    )
+    config = {"arguments": arguments, "interface": interface.to_json()}
+    return EvaluationRequest(label, checkpoint, key, preprocessing, "student_code", code, config)
+
+
+def _find_or_create(session: Session, request: EvaluationRequest) -> CheckpointEvaluation:
+    from grader.evaluation import EVALUATOR_VERSION
+
+    query = select(CheckpointEvaluation).where(CheckpointEvaluation.cache_key == request.cache_key)
+    row = session.scalar(query)
     if row is not None:
         return row
     row = CheckpointEvaluation(
-        cache_key=key,
-        artifact_sha256=sha256,
-        label=label,
-        preprocessing=dict(preprocessing),
-        evaluator_version=version,
+        cache_key=request.cache_key,
+        artifact_sha256=request.checkpoint_sha256,
+        label=request.label,
+        preprocessing=request.preprocessing,
+        evaluator_version=EVALUATOR_VERSION,
+        mode=request.mode,
+        code_sha256=request.code_sha256,
+        config=request.config,
         status=str(EvaluationStatus.PENDING),
     )
     try:
         with session.begin_nested():
             session.add(row)
     except IntegrityError:  # another job created it first
-        row = session.scalars(select(CheckpointEvaluation).where(CheckpointEvaluation.cache_key == key)).one()
+        row = session.scalars(query).one()
     return row
 
 
@@ -98,15 +149,41 @@ def run_evaluation(session: Session, *, evaluation_id: str, settings: Settings, 
         return finish_evaluation_with_error(session, row=row, message=f"gave up after {max_attempts} attempts")
     row.status, row.started_at, row.worker = str(EvaluationStatus.RUNNING), utcnow(), socket.gethostname()
     session.commit()
-    path = ArtifactStore(settings.resolved_storage_dir).path_for(row.artifact_sha256)
-    result = evaluate_checkpoint(
-        path, label=row.label, preprocessing=row.preprocessing, cifar10_root=settings.cifar10_root
-    )
+    store = ArtifactStore(settings.resolved_storage_dir)
+    path = store.path_for(row.artifact_sha256)
+    if row.mode == "student_code":
+        result = _evaluate_student_code(row, store, path, settings)
+    else:
+        result = evaluate_checkpoint(
+            path, label=row.label, preprocessing=row.preprocessing, cifar10_root=settings.cifar10_root
+        )
     row.result = result
     row.status = str(EvaluationStatus.EVALUATED if result.get("status") == "evaluated" else EvaluationStatus.REJECTED)
     row.finished_at = utcnow()
     session.commit()
     return True
+
+
+def _evaluate_student_code(
+    row: CheckpointEvaluation, store: ArtifactStore, checkpoint: Path, settings: Settings
+) -> dict[str, Any]:
+    from grader.sandbox import evaluate_student_code, materialise_code
+    from grader.sandbox.interface import parse_model_interface
+
+    if row.code_sha256 is None or row.config is None:
+        raise InfrastructureError(f"evaluation {row.id} is in student-code mode but has no code or config")
+    if settings.cifar10_root is None:
+        raise InfrastructureError("GRADER_CIFAR10_ROOT is not set: the folder holding cifar-10-batches-py/")
+    with tempfile.TemporaryDirectory(prefix="grader-code-") as folder:
+        code = materialise_code(store.read_bytes(row.code_sha256), Path(folder) / "code", field=f"{row.label}_code")
+        return evaluate_student_code(
+            code.directory,
+            checkpoint,
+            label=row.label,
+            config=row.config["arguments"],
+            interface=parse_model_interface(row.config["interface"]),
+            cifar10_root=settings.cifar10_root,
+        )
 
 
 def finish_evaluation_with_error(session: Session, *, row: CheckpointEvaluation, message: str) -> bool:

@@ -89,7 +89,7 @@ def run_job(
 
     rubric = RubricCatalog(settings.rubrics_dir).get(job.submission.assignment_id)
     sheet = load_sheet_from_store(job.submission, ArtifactStore(settings.resolved_storage_dir))
-    plan = plan_evaluations(session, submission=job.submission, sheet=sheet, since=job.started_at)
+    plan = plan_evaluations(session, submission=job.submission, sheet=sheet, since=job.started_at, settings=settings)
     if not plan.ready:
         _wait_for(session, job=job, plan=plan, dispatcher=dispatcher)
         return JobStatus.RUNNING

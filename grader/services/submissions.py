@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -17,6 +17,7 @@ from grader.settings import Settings
 from grader.storage import ArtifactStore
 
 CHECKPOINT_FIELDS = ("v1", "v2")
+CODE_FIELDS = {f"{label}_code": label for label in CHECKPOINT_FIELDS}
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".th", ".bin")
 
 
@@ -35,10 +36,15 @@ def create_submission(
     assignment_id: str,
     answers: IncomingFile,
     checkpoints: Sequence[IncomingFile] = (),
+    code: Mapping[str, Sequence[IncomingFile]] | None = None,
 ) -> Submission:
-    """Store every file and create the submission with its first job (status received); not yet queued."""
+    """Store every file and create the submission with its first job (status received); not yet queued.
+
+    `code` maps a code field (v1_code, v2_code) to its files: one zip or several .py files.
+    """
     get_assignment(session, assignment_id=assignment_id)
     _check_checkpoint_fields(checkpoints)
+    code_zips = _normalise_code(code or {}, {upload.field for upload in checkpoints}, settings)
     store = ArtifactStore(settings.resolved_storage_dir)
     answers_blob = store.save(answers.chunks, max_bytes=settings.max_answers_bytes, field="answers")
     sheet = parse_answer_sheet(store.read_bytes(answers_blob.sha256), filename=answers.filename)
@@ -57,6 +63,9 @@ def create_submission(
                 field=upload.field,
             )
         _attach(session, submission, upload, blob.sha256, blob.size)
+    for field, data in code_zips.items():
+        blob = store.save([data], max_bytes=settings.max_checkpoint_bytes, field=field)
+        _attach(session, submission, IncomingFile(field, f"{field}.zip", ()), blob.sha256, blob.size)
     session.add(GradingJob(submission_id=submission.id, number=1, status=str(JobStatus.RECEIVED)))
     session.flush()
     return submission
@@ -76,6 +85,32 @@ def _check_checkpoint_fields(checkpoints: Sequence[IncomingFile]) -> None:
                 f"({', '.join(CHECKPOINT_SUFFIXES[1:])})",
                 field=upload.field,
             )
+
+
+def _normalise_code(
+    code: Mapping[str, Sequence[IncomingFile]], checkpoint_fields: set[str], settings: Settings
+) -> dict[str, bytes]:
+    from grader.services.code_uploads import normalise_code_upload
+
+    zips: dict[str, bytes] = {}
+    for field, uploads in code.items():
+        label = CODE_FIELDS.get(field)
+        if label is None:
+            raise InputError(f"unknown code field {field!r}; expected v1_code or v2_code", field=field)
+        if label not in checkpoint_fields:
+            raise InputError(f"{field} was sent without a {label} checkpoint to run it with", field=field)
+        files = [(upload.filename, _read_all(upload, settings.max_answers_bytes * 16)) for upload in uploads]
+        zips[field] = normalise_code_upload(files, field=field)
+    return zips
+
+
+def _read_all(upload: IncomingFile, max_bytes: int) -> bytes:
+    data = bytearray()
+    for chunk in upload.chunks:
+        data += chunk
+        if len(data) > max_bytes:
+            raise UploadTooLarge(f"code file {upload.filename!r} is larger than {max_bytes} bytes", field=upload.field)
+    return bytes(data)
 
 
 def _attach(session: Session, submission: Submission, upload: IncomingFile, sha256: str, size: int) -> None:

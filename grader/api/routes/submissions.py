@@ -17,7 +17,8 @@ from grader.services.views import describe_submission
 from grader.settings import Settings
 
 router = APIRouter(tags=["submissions"])
-FILE_FIELDS = {"answers", "v1", "v2"}
+FILE_FIELDS = {"answers", "v1", "v2", "v1_code", "v2_code"}
+REPEATABLE_FIELDS = {"v1_code", "v2_code"}
 CHUNK = 1024 * 1024
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 503)}
 
@@ -35,11 +36,13 @@ async def _check_form_fields(request: Request) -> None:
     form = await request.form()
     unknown = sorted(set(form.keys()) - FILE_FIELDS)
     if unknown:
-        raise InputError(f"unknown form field {unknown[0]!r}; expected answers, v1, v2", field=unknown[0])
+        raise InputError(
+            f"unknown form field {unknown[0]!r}; expected answers, v1, v2, v1_code, v2_code", field=unknown[0]
+        )
     for field in FILE_FIELDS & set(form.keys()):
-        if len(form.getlist(field)) > 1:
+        if len(form.getlist(field)) > 1 and field not in REPEATABLE_FIELDS:
             raise InputError(f"form field {field!r} was sent more than once", field=field)
-        if isinstance(form[field], str):
+        if any(isinstance(value, str) for value in form.getlist(field)):
             raise InputError(f"form field {field!r} must be a file upload", field=field)
 
 
@@ -66,8 +69,21 @@ def create_submission(
     answers: Annotated[UploadFile, File(description="The answer sheet, YAML or JSON.")],
     v1: Annotated[UploadFile | None, File(description="Version 1 checkpoint (.safetensors or state_dict).")] = None,
     v2: Annotated[UploadFile | None, File(description="Version 2 checkpoint (.safetensors or state_dict).")] = None,
+    v1_code: Annotated[
+        list[UploadFile] | None,
+        File(description="Version 1 model code: one .zip, or the .py files (repeat the field)."),
+    ] = None,
+    v2_code: Annotated[
+        list[UploadFile] | None,
+        File(description="Version 2 model code: one .zip, or the .py files (repeat the field)."),
+    ] = None,
 ) -> SubmissionAccepted:
     checkpoints = [_incoming(upload, field) for field, upload in (("v1", v1), ("v2", v2)) if upload is not None]
+    code = {
+        field: [_incoming(upload, field) for upload in uploads]
+        for field, uploads in (("v1_code", v1_code), ("v2_code", v2_code))
+        if uploads
+    }
     submission = submissions.create_submission(
         session,
         settings=settings,
@@ -75,6 +91,7 @@ def create_submission(
         assignment_id=assignment_id,
         answers=_incoming(answers, "answers"),
         checkpoints=checkpoints,
+        code=code,
     )
     job = submission.jobs[0]
     jobs.queue_job(session, job=job, dispatcher=dispatcher)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 18:37:59.073653
+Create Date: 2026-11-26 18:48:42.306805
 """
 
 from collections.abc import Sequence
@@ -63,6 +63,9 @@ def upgrade() -> None:
         sa.Column("cache_key", sa.String(length=64), nullable=False),
         sa.Column("artifact_sha256", sa.String(length=64), nullable=False),
         sa.Column("label", sa.String(length=16), nullable=False),
+        sa.Column("mode", sa.String(length=16), nullable=False),
+        sa.Column("code_sha256", sa.String(length=64), nullable=True),
+        sa.Column("config", sa.JSON(), nullable=True),
         sa.Column("preprocessing", sa.JSON(), nullable=False),
         sa.Column("evaluator_version", sa.String(length=32), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -76,6 +79,10 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(length=255), nullable=True),
         sa.ForeignKeyConstraint(
             ["artifact_sha256"],
+            ["artifacts.sha256"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["code_sha256"],
             ["artifacts.sha256"],
         ),
         sa.PrimaryKeyConstraint("id"),

@@ -1,0 +1,39 @@
+"""The versions and keys under which student-code evaluations are cached (no torch needed)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from grader.evaluation.cache_key import EVALUATOR_VERSION
+from grader.sandbox.archive import code_sha256, read_code_dir
+from grader.sandbox.interface import ModelInterface
+
+SANDBOX_VERSION = "sandbox-1"
+"""Bump when the harness or the reading of its output changes in a way that could alter a result."""
+
+
+def student_code_sha256(code_dir: Path) -> str:
+    """sha256 over the .py files under `code_dir` (relative paths and contents), as `materialise_code` reports."""
+    return code_sha256(read_code_dir(Path(code_dir)))
+
+
+def student_code_cache_key(
+    *, code_sha256: str, checkpoint_sha256: str, label: str, arguments: Mapping[str, Any], interface: ModelInterface
+) -> str:
+    """sha256 over canonical JSON of (versions, code and checkpoint hashes, label, the factory call, interface)."""
+    payload = {
+        "evaluator_version": EVALUATOR_VERSION,
+        "sandbox_version": SANDBOX_VERSION,
+        "mode": "student_code",
+        "code_sha256": code_sha256.lower(),
+        "checkpoint_sha256": checkpoint_sha256.lower(),
+        "label": label,
+        "arguments": dict(arguments),
+        "interface": interface.to_json(),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
