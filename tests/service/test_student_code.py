@@ -1,0 +1,108 @@
+"""Student-code mode over HTTP: the student's own NetWork.py/ImageUtils.py run sandboxed next to their weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from grader.evaluation.cifar import load_cifar10_test
+from tests.sandbox.conftest import sandbox  # noqa: F401  (the fixture: bubblewrap must work)
+from tests.sandbox.submissions import write_submission
+from tests.service.conftest import RunningService, wait_for_final
+
+pytestmark = [pytest.mark.service, pytest.mark.slow, pytest.mark.usefixtures("sandbox")]
+SHEET = Path(__file__).resolve().parent.parent / "data" / "correct_sheet.yaml"
+CONFIG = {"resnet_size": 1, "first_num_filters": 8}
+
+
+def _module(folder: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"trusted_{name}", folder / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _correct_when_run_directly(folder: Path, weights: Path, version: int, cifar10_root: Path) -> int:
+    """What the submission scores run here, in the test process (trusted: the test wrote this code)."""
+    model = _module(folder, "NetWork").ResNet(version, CONFIG["resnet_size"], 10, CONFIG["first_num_filters"])
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    testset = load_cifar10_test(cifar10_root, "cpu")
+    parse = _module(folder, "ImageUtils").parse_record
+    rows = testset.images.reshape(len(testset), -1).numpy().astype(np.float32)
+    images = torch.from_numpy(np.stack([parse(row.copy(), False) for row in rows])).float()
+    with torch.inference_mode():
+        predictions = torch.cat([model.eval()(batch).argmax(1) for batch in images.split(500)])
+    return int((predictions == testset.labels).sum())
+
+
+def test_a_student_submission_with_code_is_graded_in_student_code_mode(
+    service: RunningService, tmp_path: Path, cifar10_root: Path
+) -> None:
+    code = write_submission(tmp_path / "hw3")
+    torch.manual_seed(3)
+    model = _module(code, "NetWork").ResNet(2, CONFIG["resnet_size"], 10, CONFIG["first_num_filters"])
+    weights = tmp_path / "model-v2.ckpt"
+    torch.save(model.state_dict(), weights)
+    sheet = yaml.safe_load(SHEET.read_text())
+    sheet["q1"] = {"v2_config": CONFIG}
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        for path in sorted(code.glob("*.py")):
+            archive.write(path, f"hw3/{path.name}")
+
+    client = service.user("kim")
+    files = [
+        ("answers", ("answers.yaml", yaml.safe_dump(sheet).encode())),
+        ("v2", ("model-v2.ckpt", weights.read_bytes())),
+        ("v2_code", ("hw3.zip", zipped.getvalue())),
+    ]
+    response = client.post("/api/v1/assignments/csce636-hw3/submissions", files=files)
+    assert response.status_code == 202, response.text
+    body = wait_for_final(client, response.json()["status_url"], timeout=480)
+    assert body["status"] == "graded", body
+    assert "v2_code" in {file["field"] for file in body["files"]}
+
+    parts = {part["id"]: part for part in body["parts"]}
+    accuracy = parts["q1.v2_accuracy"]
+    assert accuracy["evidence"]["mode"] == "student_code", accuracy
+    assert accuracy["evidence"]["total"] == 10_000
+    assert accuracy["evidence"]["correct"] == _correct_when_run_directly(code, weights, 2, cifar10_root)
+    architecture = parts["q1.v2_architecture"]
+    assert architecture["status"] == "correct", architecture
+
+
+def test_code_uploaded_as_separate_files_and_bad_code_uploads(service: RunningService, tmp_path: Path) -> None:
+    code = write_submission(tmp_path / "hw3")
+    client = service.user("kim")
+    answers = ("answers", ("answers.yaml", SHEET.read_bytes()))
+    checkpoint = ("v2", ("model-v2.ckpt", b"PK\x03\x04 not really"))
+
+    without_checkpoint = client.post(
+        "/api/v1/assignments/csce636-hw3/submissions",
+        files=[answers, ("v1_code", ("NetWork.py", (code / "NetWork.py").read_bytes()))],
+    )
+    assert without_checkpoint.status_code == 422
+    assert without_checkpoint.json()["error"]["field"] == "v1_code"
+
+    traversal = io.BytesIO()
+    with zipfile.ZipFile(traversal, "w") as archive:
+        archive.writestr("../../etc/NetWork.py", "x = 1\n")
+    refused = client.post(
+        "/api/v1/assignments/csce636-hw3/submissions",
+        files=[answers, checkpoint, ("v2_code", ("code.zip", traversal.getvalue()))],
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "v2_code" and ".." in refused.json()["error"]["message"]
+
+    separate = [("v2_code", (path.name, path.read_bytes())) for path in sorted(code.glob("*.py"))]
+    accepted = client.post("/api/v1/assignments/csce636-hw3/submissions", files=[answers, checkpoint, *separate])
+    assert accepted.status_code == 202, accepted.text
