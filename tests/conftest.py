@@ -109,3 +109,16 @@ def resnet20_checkpoint() -> Path:
     if not folder or not path.is_file():
         _missing_shared_data("GRADER_TEST_CHECKPOINTS_DIR does not hold resnet20-v1-optionA/resnet20-12fca82f.th")
     return path
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> None:
+    """Skip without bubblewrap; in CI (which installs it) a missing sandbox is a broken setup: fail."""
+    from grader.sandbox import sandbox_available
+
+    reason = sandbox_available()
+    if reason is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must be able to run the sandbox (apt-get install bubblewrap): {reason}")
+    pytest.skip(reason)

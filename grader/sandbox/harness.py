@@ -9,13 +9,14 @@ sandbox and run as `python harness.py JOB.json`. It writes exactly one JSON docu
 
 Error kinds: "invalid_checkpoint" (not weights only / unreadable), "checkpoint_mismatch" (the weights do not
 fit the student's network), "missing_module", "interface" (the factory or preprocessing returned something
-unusable), "student_code" (their code raised), "memory". The test images come as raw uint8 records without
-labels: accuracy is computed by the parent, never here.
+unusable), "student_code" (their code raised), and the limits: "memory", "processes", "file_size".
+The test images come as raw uint8 records without labels: accuracy is computed by the parent, never here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import json
 import os
@@ -39,6 +40,9 @@ MEMORY_TEXT = ("can't allocate memory", "Cannot allocate memory", "out of memory
 ACTIVATIONS = frozenset({"relu6", "leaky_relu", "elu", "gelu", "selu", "silu", "hardtanh", "mish", "celu", "prelu"})
 ADDS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
 POOLS = frozenset({"avg_pool2d", "adaptive_avg_pool2d", "max_pool2d", "adaptive_max_pool2d"})
+STUDENT_FILES: list[str] = []
+CALLABLE_NAMES: dict[int, str] = {}
+"""Folder prefixes of the student's files, to point error messages at their own line (sys.path may change)."""
 
 
 class HarnessError(Exception):
@@ -73,10 +77,11 @@ def evaluate(job: Mapping[str, Any]) -> dict[str, Any]:
     _exact_fp32(device)
     code_dir = str(job["code_dir"])
     sys.path.insert(0, code_dir)
+    STUDENT_FILES.append(code_dir + os.sep)
     network, preprocess = job["network"], job["preprocess"]
     module = _import(code_dir, network["module"])
-    parse = _function(_import(code_dir, preprocess["module"]), preprocess["function"], "preprocess")
-    factory = _function(module, network["factory"], "network")
+    parse = _function(_import(code_dir, preprocess["module"]), preprocess["function"])
+    factory = _function(module, network["factory"])
     seconds["import"] = _lap(started)
     model = _build(factory, network["arguments"])
     _load_weights(model, job["checkpoint"])
@@ -115,8 +120,18 @@ def student_stage(stage: str) -> Iterator[None]:
         raise HarnessError("memory", stage, f"MemoryError while {stage}") from exc
     except BaseException as exc:  # the student's code may raise anything, exit() included
         message = f"{type(exc).__name__}: {str(exc)[:500]}"
-        kind = "memory" if any(text in message for text in MEMORY_TEXT) else "student_code"
-        raise HarnessError(kind, stage, message + _where(exc)) from exc
+        raise HarnessError(_error_kind(exc, message), stage, message + _where(exc)) from exc
+
+
+def _error_kind(exc: BaseException, message: str) -> str:
+    """Which limit an exception shows, if any: the sandbox's RLIMITs surface as these errors."""
+    if any(text in message for text in MEMORY_TEXT):
+        return "memory"
+    if (isinstance(exc, OSError) and exc.errno == errno.EAGAIN) or "can't start new thread" in message:
+        return "processes"
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return "file_size"
+    return "student_code"
 
 
 def _stage_call(stage: str, call: Any) -> Any:
@@ -126,7 +141,7 @@ def _stage_call(stage: str, call: Any) -> Any:
 
 def _where(exc: BaseException) -> str:
     """The innermost line of the student's own files in the traceback, e.g. ' (NetWork.py, line 12)'."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(sys.path[0] + os.sep)]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(tuple(STUDENT_FILES))]
     return f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
 
 
@@ -140,23 +155,29 @@ def _import(code_dir: str, name: str) -> Any:
         return importlib.import_module(stem)
 
 
-def _function(module: Any, name: str, role: str) -> Any:
+def _function(module: Any, name: str) -> Any:
+    """The callable `name` of the student's module, renamed so messages can always say which it is."""
     value = getattr(module, name, None)
     if not callable(value):
         raise HarnessError("interface", f"finding {name}", f"{module.__name__}.py has no function or class {name}")
+    CALLABLE_NAMES[id(value)] = name
     return value
+
+
+def _name(value: Any) -> str:
+    return CALLABLE_NAMES.get(id(value), "the function")
 
 
 def _build(factory: Any, arguments: Mapping[str, Any]) -> torch.nn.Module:
     shown = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
-    with student_stage(f"building the network with {factory.__name__}({shown})"):
+    with student_stage(f"building the network with {_name(factory)}({shown})"):
         torch.manual_seed(0)
         model = factory(*arguments.values())
     if not isinstance(model, torch.nn.Module):
         raise HarnessError(
             "interface",
             "building the network",
-            f"{factory.__name__}(...) returned {type(model).__name__}, not a torch.nn.Module",
+            f"{_name(factory)}(...) returned {type(model).__name__}, not a torch.nn.Module",
         )
     return model
 
@@ -168,8 +189,8 @@ def _load_weights(model: torch.nn.Module, path: str) -> None:
         raise HarnessError(
             "invalid_checkpoint", "loading the checkpoint", f"{type(exc).__name__}: {str(exc)[:300]}"
         ) from exc
-    state = _best_naming(_unwrap(raw), set(model.state_dict()))
-    expected = model.state_dict()
+    expected = _stage_call("reading your network's state_dict()", model.state_dict)
+    state = _best_naming(_unwrap(raw), set(expected))
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     wrong = [
@@ -221,14 +242,14 @@ def _record_preparer(dtype: str) -> Any:
 
 
 def _preprocess(parse: Any, rows: np.ndarray, record: Any, kwargs: Mapping[str, Any]) -> torch.Tensor:
-    with student_stage(f"preprocessing test records with {parse.__name__}"):
+    with student_stage(f"preprocessing test records with {_name(parse)}"):
         arrays = [_as_array(parse(record(row), **kwargs)) for row in rows]
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1 or len(next(iter(shapes))) != 3:
         raise HarnessError(
             "interface",
             "preprocessing",
-            f"{parse.__name__} returned arrays of shapes {sorted(shapes)[:3]}; expected one 3-D shape like (3, 32, 32)",
+            f"{_name(parse)} returned arrays of shapes {sorted(shapes)[:3]}; expected one 3-D shape like (3, 32, 32)",
         )
     return torch.from_numpy(np.stack(arrays))
 

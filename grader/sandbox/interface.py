@@ -61,7 +61,10 @@ class ModelInterface:
         Raises InvalidAnswer (a student's mistake) when the config lacks a parameter or has an odd value."""
         where = self.config_where(label)
         values: dict[str, Any] = {**self.fixed, **self.per_label.get(label, {})}
-        unknown = sorted(str(key) for key in config if key not in self.parameters or key in values)
+        # A key the rubric fixes may be repeated with the same value, so arguments() of arguments() is the same.
+        unknown = sorted(
+            str(key) for key in config if key not in self.parameters or (key in values and config[key] != values[key])
+        )
         if unknown:
             raise InvalidAnswer(f"{where}: unexpected keys {unknown}; expected {self.config_keys(label)}")
         for key in self.config_keys(label):
@@ -76,8 +79,16 @@ class ModelInterface:
         return [name for name in self.parameters if name not in given]
 
     def to_json(self) -> dict[str, Any]:
+        """The `model_interface:` mapping again: parse_model_interface(to_json()) gives an equal interface."""
         return {
-            "network": {"module": self.network_module, "factory": self.factory, "parameters": list(self.parameters)},
+            "network": {
+                "module": self.network_module,
+                "factory": self.factory,
+                "parameters": list(self.parameters),
+                "fixed": dict(self.fixed),
+                "per_label": {label: dict(values) for label, values in self.per_label.items()},
+                "config": self.config_path,
+            },
             "preprocess": {
                 "module": self.preprocess_module,
                 "function": self.preprocess_function,

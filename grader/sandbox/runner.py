@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,6 +66,9 @@ FILE_SIZE_MARKERS = ("File too large",)
 """Python ignores SIGXFSZ, so RLIMIT_FSIZE shows as EFBIG."""
 
 _CLONE_NEWNS = 0x00020000
+_PR_SET_CHILD_SUBREAPER = 36
+_SUBREAPER_LOCK = threading.Lock()
+_subreaper_runs = 0
 _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
 
 
@@ -160,7 +164,7 @@ def run_sandboxed(
             "Development only; never on a server that holds real submissions. !!!",
             INSECURE_ENV,
         )
-        return _run_insecure(command, limits, env or {})
+        return _run_insecure(command, limits, gpu, env or {})
     reason = sandbox_available()
     if reason is not None:
         raise SandboxUnavailable(reason)
@@ -187,12 +191,13 @@ def _run_bwrap(
             argv = bwrap.command_line(found, command, binds=all_binds, sources=staged, limits=limits, env=env, gpu=gpu)
             uid = _sandbox_uid()
             preexec = _child_setup(group, staged, _rlimits(limits, gpu=gpu, cgroup=group, uid=uid), uid)
-            process = _start(argv, write_fd, preexec)
-            os.close(write_fd)
-            write_fd = -1
-            outcome = _supervise(process, read_fd, limits, group)
-            if uid is not None:
-                _await_exit(uid)
+            with _subreaper():
+                process = _start(argv, write_fd, preexec)
+                os.close(write_fd)
+                write_fd = -1
+                outcome = _supervise(process, read_fd, limits, group)
+                if uid is not None:
+                    _await_exit(uid)
             return _result(outcome, limits, group, insecure=False)
     finally:
         for fd in (read_fd, write_fd):
@@ -202,13 +207,15 @@ def _run_bwrap(
             group.remove()
 
 
-def _run_insecure(command: Sequence[str], limits: SandboxLimits, extra_env: Mapping[str, str]) -> SandboxResult:
+def _run_insecure(
+    command: Sequence[str], limits: SandboxLimits, gpu: bool, extra_env: Mapping[str, str]
+) -> SandboxResult:
     read_fd, write_fd = os.pipe()
     try:
         with run_folder("grader-insecure-") as home:
-            env = bwrap.sandbox_env(limits, gpu=False, extra={**extra_env, RESULT_FD_ENV: str(write_fd)})
+            env = bwrap.sandbox_env(limits, gpu=gpu, extra={**extra_env, RESULT_FD_ENV: str(write_fd)})
             env.update(HOME=str(home), TMPDIR=str(home))
-            preexec = _child_setup(None, {}, _rlimits(limits, gpu=False, cgroup=None, uid=None), None)
+            preexec = _child_setup(None, {}, _rlimits(limits, gpu=gpu, cgroup=None, uid=None), None)
             process = _start(list(command), write_fd, preexec, env=env, cwd=str(home))
             os.close(write_fd)
             write_fd = -1
@@ -262,30 +269,56 @@ def _rlimits(
     return rlimits
 
 
+@contextlib.contextmanager
+def _subreaper() -> Iterator[None]:
+    """Make this process the child subreaper while runs are in flight.
+
+    bwrap's monitor can exit before reaping the sandbox's init; that orphan would then wait for the host's
+    init (seconds on some machines). As subreaper this process adopts it and `_await_exit` reaps it at once,
+    choosing by the run's uid so no other child's exit status is taken.
+    """
+    global _subreaper_runs
+    with _SUBREAPER_LOCK:
+        if _subreaper_runs == 0:
+            _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+        _subreaper_runs += 1
+    try:
+        yield
+    finally:
+        with _SUBREAPER_LOCK:
+            _subreaper_runs -= 1
+            if _subreaper_runs == 0:
+                _prctl(_PR_SET_CHILD_SUBREAPER, 0)
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        log.info("prctl(%d, %d) failed: %s", option, value, os.strerror(ctypes.get_errno()))
+
+
 def _await_exit(uid: int) -> None:
-    """Wait until no process of the run's uid is left, zombies included: bwrap's monitor may exit before the
-    sandbox's init is reaped (the host's init reaps it), and a finished run should leave nothing behind."""
+    """Return once no process of the run's uid is left, zombies included: a finished run leaves nothing."""
     deadline = time.monotonic() + EXIT_WAIT_S
-    while (left := _processes_of(uid)) and time.monotonic() < deadline:
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.01)
+    while (left := _tasks_by_real_uid(uid)) and time.monotonic() < deadline:
+        for pid, _, parent in left:
+            with contextlib.suppress(ChildProcessError, ProcessLookupError, PermissionError):
+                if parent == os.getpid():
+                    os.waitpid(pid, os.WNOHANG)  # adopted as subreaper: reap it
+                else:
+                    os.kill(pid, signal.SIGKILL)
+        time.sleep(0.002)
     if left:
         log.warning("sandbox uid %d still has processes %s after %.0f s", uid, left, EXIT_WAIT_S)
 
 
-def _processes_of(uid: int) -> list[int]:
-    return [pid for pid, _ in _tasks_by_real_uid(uid)]
-
-
 def _own_tasks() -> int:
     """Processes and threads of this uid now: RLIMIT_NPROC counts them too when the uid cannot change."""
-    return sum(threads for _, threads in _tasks_by_real_uid(os.getuid()))
+    return sum(threads for _, threads, _ in _tasks_by_real_uid(os.getuid()))
 
 
-def _tasks_by_real_uid(uid: int) -> list[tuple[int, int]]:
-    """(pid, threads) of the processes whose real uid is `uid` (from /proc/PID/status: zombies too)."""
+def _tasks_by_real_uid(uid: int) -> list[tuple[int, int, int]]:
+    """(pid, threads, parent pid) of the processes whose real uid is `uid` (from /proc/PID/status: zombies too)."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -293,7 +326,8 @@ def _tasks_by_real_uid(uid: int) -> list[tuple[int, int]]:
                 status = Path(entry.path, "status").read_text()
                 if int(status.split("\nUid:")[1].split()[0]) == uid:
                     threads = status.split("\nThreads:")
-                    found.append((int(entry.name), int(threads[1].split()[0]) if len(threads) > 1 else 1))
+                    parent = int(status.split("\nPPid:")[1].split()[0])
+                    found.append((int(entry.name), int(threads[1].split()[0]) if len(threads) > 1 else 1, parent))
     return found
 
 

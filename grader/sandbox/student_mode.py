@@ -43,6 +43,8 @@ ERROR_STATUS = {
     "checkpoint_mismatch": SandboxStatus.REJECTED_INVALID_FILE,
     "missing_module": SandboxStatus.REJECTED_INVALID_FILE,
     "memory": SandboxStatus.MEMORY_LIMIT,
+    "processes": SandboxStatus.RESOURCE_LIMIT,
+    "file_size": SandboxStatus.RESOURCE_LIMIT,
     "interface": SandboxStatus.CRASHED,
     "student_code": SandboxStatus.CRASHED,
 }
@@ -95,7 +97,7 @@ def evaluate_student_code(
     started = time.perf_counter()
     run = _run(files, data, testset, count, arguments, interface, limits, device)
     log.info("student-code run for %s %s: %s in %.1f s", label, checkpoint_sha[:12], run.status, run.wall_seconds)
-    outcome = _outcome(run, count)
+    outcome = _outcome(run, count, limits)
     if isinstance(outcome, tuple):
         return _failed(*outcome, context, run)
     result = _evaluated(outcome, testset, count, loaded, arguments, interface, device, context, run)
@@ -168,7 +170,7 @@ def _write_input(path: Path, data: bytes) -> None:
     path.chmod(0o644)
 
 
-def _outcome(run: SandboxResult, count: int) -> list[int] | tuple[SandboxStatus, str]:
+def _outcome(run: SandboxResult, count: int, limits: SandboxLimits) -> list[int] | tuple[SandboxStatus, str]:
     """The predictions, or (status, message) saying why there are none."""
     if run.status in (SandboxStatus.TIMED_OUT, SandboxStatus.MEMORY_LIMIT, SandboxStatus.RESOURCE_LIMIT):
         return run.status, f"Running your code {run.message}."
@@ -176,11 +178,22 @@ def _outcome(run: SandboxResult, count: int) -> list[int] | tuple[SandboxStatus,
     error = payload.get("error")
     if isinstance(error, Mapping):
         kind = str(error.get("kind"))
-        text = f"{str(error.get('stage', ''))[:300]}: {str(error.get('message', ''))[:1500]}"
-        return ERROR_STATUS.get(kind, SandboxStatus.CRASHED), f"Running your code failed while {text}"
+        where = f"while {str(error.get('stage', ''))[:300]}: {str(error.get('message', ''))[:1500]}"
+        return ERROR_STATUS.get(kind, SandboxStatus.CRASHED), f"Running your code {_limit_text(kind, limits)}{where}"
     if run.status is not SandboxStatus.OK:
         return run.status, f"Running your code: it {run.message}."
     return _predictions(payload, count)
+
+
+def _limit_text(kind: str, limits: SandboxLimits) -> str:
+    """What a harness error kind says about the limits, before "while <stage>"."""
+    if kind == "memory":
+        return f"ran out of memory (the limit is {limits.memory_bytes / 2**30:.1f} GiB) "
+    if kind == "processes":
+        return f"tried to start more than {limits.max_processes} processes or threads (the limit) "
+    if kind == "file_size":
+        return f"wrote a file over {limits.max_file_bytes} bytes (the limit) "
+    return "failed "
 
 
 def _predictions(payload: Mapping[str, Any], count: int) -> list[int] | tuple[SandboxStatus, str]:

@@ -20,6 +20,9 @@ ORDER_OPS = frozenset({"conv", "bn", "relu", "act", "add"})
 MAX_EVENTS = 20_000
 MAX_MODULES = 5_000
 MAX_LISTED = 300
+MAX_BLOCKS = 1_000
+MAX_BLOCK_CALLS = 500
+"""Bounds on the analysis (a hostile trace must not make the parent slow): blocks, and calls per block."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +110,8 @@ def _attributes(raw: Any) -> dict[str, Any]:
 
 def find_blocks(events: Sequence[Event]) -> list[Block]:
     """The residual blocks in call order (an addition inside a module, joining a ≥2-convolution path)."""
-    blocks = [block for event in events if event.op == "add" and (block := _block(events, event)) is not None]
-    return blocks
+    adds = [event for event in events if event.op == "add"][:MAX_BLOCKS]
+    return [block for add in adds if (block := _block(events, add)) is not None]
 
 
 def _block(events: Sequence[Event], add: Event) -> Block | None:
@@ -142,21 +145,20 @@ def _inside(module: str) -> Any:
 
 def _ancestors(events: Sequence[Event], operand: tuple[int, ...], inside: Any) -> set[int]:
     """Calls inside the block that feed `operand`, following producers back until the block's input."""
-    found: set[int] = set()
-    pending = [i for i in operand if inside(events[i].module)]
-    while pending:
-        index = pending.pop()
-        if index in found:
-            continue
-        found.add(index)
-        pending += [i for group in events[index].inputs for i in group if inside(events[i].module)]
+    found = {i for i in operand if inside(events[i].module)}
+    pending = list(found)
+    while pending and len(found) < MAX_BLOCK_CALLS:
+        for i in {i for group in events[pending.pop()].inputs for i in group}:
+            if i not in found and inside(events[i].module):
+                found.add(i)
+                pending.append(i)
     return found
 
 
 def _following(events: Sequence[Event], add: Event, inside: Any) -> set[int]:
     """Calls right after the addition, still inside the block (the final ReLU of a post-activation block)."""
     after: set[int] = set()
-    for event in events[add.index + 1 :]:
+    for event in events[add.index + 1 : add.index + 1 + MAX_BLOCK_CALLS]:
         if not inside(event.module) or event.op in ("conv", "add"):
             break
         after.add(event.index)

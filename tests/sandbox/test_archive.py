@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import stat
+import subprocess
+import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from grader.errors import InputError
 from grader.sandbox import ArchiveLimits, InvalidUpload, UnsafeUpload, materialise_code, student_code_sha256
+from tests.conftest import REPO_ROOT
 
 NETWORK = b"class ResNet:\n    pass\n"
 
@@ -149,3 +152,9 @@ def test_a_folder_with_a_symlink_is_refused_when_read_back(tmp_path: Path) -> No
     (folder / "ImageUtils.py").symlink_to("/etc/passwd")
     with pytest.raises(UnsafeUpload, match=r"'ImageUtils\.py' in the code folder is a symbolic link"):
         student_code_sha256(folder)
+
+
+def test_importing_the_sandbox_package_imports_no_torch_or_service_framework() -> None:
+    code = "import sys, grader.sandbox; print(sorted({'torch', 'fastapi', 'sqlalchemy', 'celery'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -33,7 +33,7 @@ def assert_next_run_works() -> None:
 
 
 def sandbox_processes() -> list[int]:
-    """Processes running as a sandbox uid, or as a child of this test process."""
+    """Processes running as a sandbox uid, or bubblewrap processes started by this test process."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -44,7 +44,8 @@ def sandbox_processes() -> list[int]:
             continue
         uid = int(status.split("\nUid:")[1].split()[0])
         parent = int(status.split("\nPPid:")[1].split()[0])
-        if runner.UID_FIRST <= uid < runner.UID_FIRST + runner.UID_COUNT or parent == os.getpid():
+        bwrap_child = parent == os.getpid() and status.startswith("Name:\tbwrap")
+        if runner.UID_FIRST <= uid < runner.UID_FIRST + runner.UID_COUNT or bwrap_child:
             found.append(int(entry.name))
     return found
 
@@ -126,7 +127,7 @@ def test_no_network_even_to_a_port_listening_on_the_host() -> None:
 
 
 FORK_BOMB = "import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(30)\n        os._exit(0)"
-THREAD_BOMB = "import threading, time\nwhile True: threading.Thread(target=time.sleep, args=(30,)).start()"
+THREAD_BOMB = "import threading, time\nwhile True: threading.Thread(target=time.sleep, args=(30,), daemon=True).start()"
 HUGE_RESULT = "import os\nfd = int(os.environ['GRADER_RESULT_FD'])\nwhile True: os.write(fd, b'[' * 65536)"
 
 
@@ -242,3 +243,11 @@ def test_insecure_development_mode_runs_unsandboxed_and_warns_every_time(
 def test_signals_are_named_in_messages() -> None:
     assert runner._exit_text(128 + signal.SIGKILL) == "killed by signal SIGKILL"
     assert runner._exit_text(3) == "exited with status 3"
+
+
+def test_gpu_runs_bound_memory_without_an_address_space_limit() -> None:
+    """CUDA needs a huge address space, so GPU runs get the cgroup's memory limit (RLIMIT_DATA without one)."""
+    code = "import resource\nprint(resource.getrlimit(resource.RLIMIT_AS), flush=True)\nhoard = bytearray(3 * 2**30)"
+    result = python(code, gpu=True)
+    assert result.stdout_tail.startswith("(-1, -1)")
+    assert result.status is SandboxStatus.MEMORY_LIMIT, result.message

@@ -14,7 +14,6 @@ import torch
 import yaml
 
 from grader.evaluation.cifar import load_cifar10_test
-from tests.sandbox.conftest import sandbox  # noqa: F401  (the fixture: bubblewrap must work)
 from tests.sandbox.submissions import write_submission
 from tests.service.conftest import RunningService, wait_for_final
 
