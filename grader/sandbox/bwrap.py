@@ -119,12 +119,14 @@ def command_line(
         args += ["--disable-userns"]
     args += ["--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
     args += _top_level_links() + _etc_binds()
+    # The private /tmp comes before the binds: a Python install or checkout that lives under the host's /tmp
+    # (a CI clone, say) is then bound on top of it instead of being hidden by it.
+    args += (["--size", str(limits.tmp_bytes)] if bwrap.tmpfs_size else []) + ["--tmpfs", "/tmp"]
     for bind in binds:
         args += ["--ro-bind", str(sources.get(bind.source, bind.source)), bind.target]
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += _gpu_binds() if gpu else []
     args += ["--remount-ro", "/dev"]
-    args += (["--size", str(limits.tmp_bytes)] if bwrap.tmpfs_size else []) + ["--tmpfs", "/tmp"]
     # The root is bwrap's own tmpfs holding the mount points: read-only once everything is in place.
     args += ["--remount-ro", "/", "--chdir", chdir, "--clearenv"]
     for key, value in sorted(env.items()):

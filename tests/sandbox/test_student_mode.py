@@ -3,7 +3,6 @@ scored against labels the sandbox never sees; hostile submissions end in their d
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pickle
@@ -24,7 +23,7 @@ from grader.evaluation.cifar import load_cifar10_test
 from grader.sandbox import ModelInterface, SandboxLimits, evaluate_student_code, student_mode
 from tests.conftest import REPO_ROOT
 from tests.evaluation.nets import calibrate
-from tests.sandbox.submissions import NETWORK, write_submission
+from tests.sandbox.submissions import NETWORK, load_module, write_submission
 from tests.sandbox.test_runner import assert_next_run_works, sandbox_processes
 
 pytestmark = pytest.mark.usefixtures("sandbox")
@@ -32,14 +31,6 @@ pytestmark = pytest.mark.usefixtures("sandbox")
 IMAGES = 500
 CONFIG = {"resnet_size": 1, "first_num_filters": 8}
 QUICK = SandboxLimits(wall_seconds=60, cpu_seconds=60, memory_bytes=4 << 30, threads=2)
-
-
-def load_module(folder: Path, name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"student_{folder.name}_{name}", folder / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def preprocessed(folder: Path, cifar10_root: Path) -> torch.Tensor:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ import torch
 import yaml
 
 from grader.evaluation.cifar import load_cifar10_test
-from tests.sandbox.submissions import write_submission
+from tests.sandbox.submissions import load_module, write_submission
 from tests.service.conftest import RunningService, wait_for_final
 
 pytestmark = [pytest.mark.service, pytest.mark.slow, pytest.mark.usefixtures("sandbox")]
@@ -22,20 +20,12 @@ SHEET = Path(__file__).resolve().parent.parent / "data" / "correct_sheet.yaml"
 CONFIG = {"resnet_size": 1, "first_num_filters": 8}
 
 
-def _module(folder: Path, name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(f"trusted_{name}", folder / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _correct_when_run_directly(folder: Path, weights: Path, version: int, cifar10_root: Path) -> int:
     """What the submission scores run here, in the test process (trusted: the test wrote this code)."""
-    model = _module(folder, "NetWork").ResNet(version, CONFIG["resnet_size"], 10, CONFIG["first_num_filters"])
+    model = load_module(folder, "NetWork").ResNet(version, CONFIG["resnet_size"], 10, CONFIG["first_num_filters"])
     model.load_state_dict(torch.load(weights, weights_only=True))
     testset = load_cifar10_test(cifar10_root, "cpu")
-    parse = _module(folder, "ImageUtils").parse_record
+    parse = load_module(folder, "ImageUtils").parse_record
     rows = testset.images.reshape(len(testset), -1).numpy().astype(np.float32)
     images = torch.from_numpy(np.stack([parse(row.copy(), False) for row in rows])).float()
     with torch.inference_mode():
@@ -48,7 +38,7 @@ def test_a_student_submission_with_code_is_graded_in_student_code_mode(
 ) -> None:
     code = write_submission(tmp_path / "hw3")
     torch.manual_seed(3)
-    model = _module(code, "NetWork").ResNet(2, CONFIG["resnet_size"], 10, CONFIG["first_num_filters"])
+    model = load_module(code, "NetWork").ResNet(2, CONFIG["resnet_size"], 10, CONFIG["first_num_filters"])
     weights = tmp_path / "model-v2.ckpt"
     torch.save(model.state_dict(), weights)
     sheet = yaml.safe_load(SHEET.read_text())
