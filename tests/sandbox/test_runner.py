@@ -93,6 +93,10 @@ def test_the_filesystem_is_read_only_except_a_private_tmp(tmp_path: Path) -> Non
     out = result.payload
     assert out.pop("/tmp/made.txt") == "written"
     assert out.pop("shown") == "visible"
+    # A checkout under the host's /tmp (as in CI) lies inside the private tmpfs: a write there lands in the
+    # sandbox's own /tmp, never on the host (asserted below), so only the host side is checked for it.
+    if str(REPO_ROOT).startswith("/tmp/"):
+        out.pop(str(REPO_ROOT / "made.txt"))
     assert all(value in ("OSError", "PermissionError", "FileNotFoundError", False) for value in out.values()), out
     assert not (tmp_path / "shown" / "made.txt").exists() and not (REPO_ROOT / "made.txt").exists()
 
