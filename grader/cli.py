@@ -146,7 +146,9 @@ def _parse_labelled_paths(values: list[str], option: str) -> dict[str, Path]:
 
 
 def _rubric_path_for(answers: Path, rubric_path: Path | None) -> Path:
+    """The rubric to grade with: --rubric, else the one of the assignment the sheet names."""
     from grader.answers.sheet import parse_answer_sheet
+    from grader.rubric.model import RubricCatalog
 
     if rubric_path is not None:
         return rubric_path
@@ -154,15 +156,7 @@ def _rubric_path_for(answers: Path, rubric_path: Path | None) -> Path:
     assignment = sheet.get("assignment")
     if not assignment:
         raise InputError("the sheet names no assignment; add 'assignment: ...' or pass --rubric", field="assignment")
-    return get_settings().rubrics_dir / f"{assignment}.yaml"
-
-
-def _rubric_for(answers: Path, rubric_path: Path | None):  # type: ignore[no-untyped-def]
-    from grader.rubric.model import RubricCatalog, load_rubric
-
-    if rubric_path is not None:
-        return load_rubric(rubric_path)
-    return RubricCatalog(get_settings().rubrics_dir).get(_rubric_path_for(answers, None).stem)
+    return RubricCatalog(get_settings().rubrics_dir).path(str(assignment))
 
 
 def _read(path: Path) -> bytes:
@@ -174,19 +168,20 @@ def _read(path: Path) -> bytes:
 
 def _cmd_grade(args: argparse.Namespace) -> int:
     from grader.grading import grade_answer_file
+    from grader.rubric.model import load_rubric
 
     checkpoints = _parse_labelled_paths(args.checkpoint, "--checkpoint")
     code = _parse_labelled_paths(args.code, "--code")
     missing = sorted(set(code) - set(checkpoints))
     if missing:
         raise InputError(f"--code {missing[0]}=... needs --checkpoint {missing[0]}=...", field="--code")
-    rubric = _rubric_for(args.answers, args.rubric)
+    rubric_path = _rubric_path_for(args.answers, args.rubric)
     report = grade_answer_file(
         args.answers,
-        rubric,
+        load_rubric(rubric_path),
         checkpoints=checkpoints,
         code=code,
-        rubric_path=_rubric_path_for(args.answers, args.rubric),
+        rubric_path=rubric_path,
         cifar10_root=get_settings().cifar10_root,
     )
     if args.json:
@@ -201,8 +196,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from grader.answers.sheet import parse_answer_sheet
     from grader.answers.validate import validate_sheet
+    from grader.rubric.model import load_rubric
 
-    rubric = _rubric_for(args.answers, args.rubric)
+    rubric = load_rubric(_rubric_path_for(args.answers, args.rubric))
     sheet = parse_answer_sheet(_read(args.answers), filename=args.answers.name)
     problems = validate_sheet(sheet, rubric)
     for field, message in problems:

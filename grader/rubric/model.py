@@ -127,11 +127,14 @@ class RubricCatalog:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
-    def get(self, assignment: str) -> Rubric:
+    def path(self, assignment: str) -> Path:
         path = self.folder / f"{assignment}.yaml"
         if not _is_safe_slug(assignment) or not path.is_file():
             raise RubricError(f"no rubric for assignment {assignment!r} in {self.folder}")
-        return load_rubric(path)
+        return path
+
+    def get(self, assignment: str) -> Rubric:
+        return load_rubric(self.path(assignment))
 
     def all(self) -> list[Rubric]:
         return [load_rubric(path) for path in sorted(self.folder.glob("*.yaml"))]
