@@ -69,6 +69,39 @@ def test_a_student_submission_with_code_is_graded_in_student_code_mode(
     assert architecture["status"] == "correct", architecture
 
 
+def test_student_code_that_kills_itself_is_reported_and_the_worker_goes_on(
+    service: RunningService, tmp_path: Path, cifar10_root: Path
+) -> None:
+    healthy = write_submission(tmp_path / "healthy")
+    torch.manual_seed(4)
+    weights = tmp_path / "model-v2.ckpt"
+    model = load_module(healthy, "NetWork").ResNet(2, CONFIG["resnet_size"], 10, CONFIG["first_num_filters"])
+    torch.save(model.state_dict(), weights)
+    hostile = write_submission(tmp_path / "hostile", image_utils="import os\nos.kill(os.getpid(), 9)\n")
+    sheet = yaml.safe_load(SHEET.read_text())
+    sheet["q1"] = {"v2_config": CONFIG}
+    client = service.user("lee")
+
+    def submit(code: Path) -> dict:
+        files = [
+            ("answers", ("answers.yaml", yaml.safe_dump(sheet).encode())),
+            ("v2", ("model-v2.ckpt", weights.read_bytes())),
+            *[("v2_code", (path.name, path.read_bytes())) for path in sorted(code.glob("*.py"))],
+        ]
+        response = client.post("/api/v1/assignments/csce636-hw3/submissions", files=files)
+        assert response.status_code == 202, response.text
+        return wait_for_final(client, response.json()["status_url"], timeout=480)
+
+    killed = {part["id"]: part for part in submit(hostile)["parts"]}["q1.v2_accuracy"]
+    assert killed["status"] == "invalid"
+    assert killed["evidence"]["mode"] == "student_code"
+    assert "crashed" in killed["feedback"] or "signal" in killed["feedback"], killed
+
+    graded = {part["id"]: part for part in submit(healthy)["parts"]}["q1.v2_accuracy"]
+    assert graded["evidence"]["total"] == 10_000
+    assert graded["evidence"]["correct"] == _correct_when_run_directly(healthy, weights, 2, cifar10_root)
+
+
 def test_code_uploaded_as_separate_files_and_bad_code_uploads(service: RunningService, tmp_path: Path) -> None:
     code = write_submission(tmp_path / "hw3")
     client = service.user("kim")
