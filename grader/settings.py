@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,22 @@ class Settings(BaseSettings):
     sweep_interval_s: int = 60
     """How often each worker looks for jobs to resend."""
 
+    sandbox_wall_s: PositiveFloat | None = None
+    """Wall-clock limit of one sandboxed evaluation run (student code, or reference-mode loading); default
+    (task_time_limit_s - 100) / 2, 400 s. Reference mode may run twice (alternative forward passes for a low
+    score), so at most half of task_time_limit_s."""
+    sandbox_cpu_s: PositiveInt = 800
+    """CPU-time limit of one run, all threads together (about threads × wall time when busy)."""
+    sandbox_memory_mib: PositiveInt = 6144
+    """Memory of one run: address space on CPU workers (torch's CUDA build maps about 3.3 GB on import alone),
+    the cgroup's memory limit on GPU workers."""
+    sandbox_max_processes: PositiveInt = 64
+    """Processes and threads of one run together."""
+    sandbox_max_output_mib: PositiveInt = 1
+    """What one run may print to stdout and to stderr; more and it is stopped with `resource_limit`."""
+    sandbox_threads: PositiveInt = 2
+    """CPU threads torch uses inside a run."""
+
     host: str = "127.0.0.1"
     port: int = 8000
 
@@ -49,6 +65,15 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None
+
+    @model_validator(mode="after")
+    def _sandbox_fits_task(self) -> Settings:
+        if self.sandbox_wall_s is not None and self.sandbox_wall_s * 2 > self.task_time_limit_s:
+            raise ValueError(
+                f"GRADER_SANDBOX_WALL_S ({self.sandbox_wall_s:g}) must be at most half of GRADER_TASK_TIME_LIMIT_S "
+                f"({self.task_time_limit_s}): a reference-mode evaluation may run twice within one task"
+            )
+        return self
 
     @property
     def resolved_database_url(self) -> str:
@@ -65,6 +90,10 @@ class Settings(BaseSettings):
     @property
     def resolved_stuck_after_s(self) -> int:
         return self.stuck_after_s if self.stuck_after_s is not None else self.task_time_limit_s + 120
+
+    @property
+    def resolved_sandbox_wall_s(self) -> float:
+        return self.sandbox_wall_s if self.sandbox_wall_s is not None else max(30.0, (self.task_time_limit_s - 100) / 2)
 
     @property
     def uses_embedded_broker(self) -> bool:

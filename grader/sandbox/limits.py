@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from grader.settings import Settings
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -59,3 +63,15 @@ class SandboxLimits:
         for name in ("wall_seconds", "cpu_seconds", "memory_bytes", "max_processes", "max_file_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SandboxLimits.{name} must be positive")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SandboxLimits:
+        """The limits the service is configured with (`GRADER_SANDBOX_*`)."""
+        return cls(
+            wall_seconds=settings.resolved_sandbox_wall_s,
+            cpu_seconds=settings.sandbox_cpu_s,
+            memory_bytes=settings.sandbox_memory_mib * MIB,
+            max_processes=settings.sandbox_max_processes,
+            max_output_bytes=settings.sandbox_max_output_mib * MIB,
+            threads=settings.sandbox_threads,
+        )

@@ -167,7 +167,7 @@ def run_evaluation(session: Session, *, evaluation_id: str, settings: Settings, 
 def _evaluate_student_code(
     row: CheckpointEvaluation, store: ArtifactStore, checkpoint: Path, settings: Settings
 ) -> dict[str, Any]:
-    from grader.sandbox import evaluate_student_code, materialise_code
+    from grader.sandbox import SandboxLimits, evaluate_student_code, materialise_code
     from grader.sandbox.interface import parse_model_interface
 
     if row.code_sha256 is None or row.config is None:
@@ -183,6 +183,7 @@ def _evaluate_student_code(
             config=row.config["arguments"],
             interface=parse_model_interface(row.config["interface"]),
             cifar10_root=settings.cifar10_root,
+            limits=SandboxLimits.from_settings(settings),
         )
 
 
