@@ -169,6 +169,7 @@ def _read(path: Path) -> bytes:
 def _cmd_grade(args: argparse.Namespace) -> int:
     from grader.grading import grade_answer_file
     from grader.rubric.model import load_rubric
+    from grader.sandbox import SandboxLimits
 
     checkpoints = _parse_labelled_paths(args.checkpoint, "--checkpoint")
     code = _parse_labelled_paths(args.code, "--code")
@@ -183,6 +184,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         code=code,
         rubric_path=rubric_path,
         cifar10_root=get_settings().cifar10_root,
+        limits=SandboxLimits.from_settings(get_settings()),
     )
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

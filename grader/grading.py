@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grader.answers.sheet import check_assignment, parse_answer_sheet
 from grader.db.models import Submission
@@ -14,6 +14,9 @@ from grader.errors import InfrastructureError, InputError, InvalidAnswer
 from grader.rubric.engine import grade_sheet
 from grader.rubric.model import Rubric
 from grader.storage import ArtifactStore
+
+if TYPE_CHECKING:
+    from grader.sandbox import SandboxLimits
 
 
 def load_sheet_from_store(submission: Submission, store: ArtifactStore) -> dict[str, Any]:
@@ -28,8 +31,9 @@ def evaluate_checkpoints_locally(
     cifar10_root: Path | None,
     code: Mapping[str, Path] | None = None,
     rubric_path: Path | None = None,
+    limits: SandboxLimits | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate each checkpoint here, as the `gpu` worker task would (for `grader grade`).
+    """Evaluate each checkpoint as the `gpu` worker task would, each in a sandboxed child (for `grader grade`).
 
     A checkpoint with code (`code[label]`: a folder or a zip of the student's .py files) runs in student-code
     mode, in the sandbox; the others in reference mode.
@@ -46,10 +50,10 @@ def evaluate_checkpoints_locally(
         except InvalidAnswer:
             continue  # the Q1 checkers report the malformed declaration as `invalid`
         if code and label in code:
-            results[label] = _evaluate_code_locally(sheet, label, path, code[label], cifar10_root, rubric_path)
+            results[label] = _evaluate_code_locally(sheet, label, path, code[label], cifar10_root, rubric_path, limits)
         else:
             results[label] = evaluate_checkpoint(
-                path, label=label, preprocessing=preprocessing, cifar10_root=cifar10_root
+                path, label=label, preprocessing=preprocessing, cifar10_root=cifar10_root, limits=limits
             )
     return results
 
@@ -61,6 +65,7 @@ def _evaluate_code_locally(
     code: Path,
     cifar10_root: Path | None,
     rubric_path: Path | None,
+    limits: SandboxLimits | None,
 ) -> dict[str, Any]:
     from grader.sandbox import evaluate_student_code, materialise_code, read_model_interface, read_network_config
     from grader.sandbox.archive import read_code_dir
@@ -85,6 +90,7 @@ def _evaluate_code_locally(
             config=config,
             interface=interface,
             cifar10_root=cifar10_root,
+            limits=limits,
         )
 
 
@@ -96,10 +102,11 @@ def grade_answer_file(
     code: Mapping[str, Path] | None = None,
     rubric_path: Path | None = None,
     cifar10_root: Path | None = None,
+    limits: SandboxLimits | None = None,
 ) -> GradeReport:
     sheet = parse_answer_sheet(answers.read_bytes(), filename=answers.name)
     check_assignment(sheet, rubric.assignment)
     evaluations = evaluate_checkpoints_locally(
-        sheet, checkpoints or {}, cifar10_root=cifar10_root, code=code, rubric_path=rubric_path
+        sheet, checkpoints or {}, cifar10_root=cifar10_root, code=code, rubric_path=rubric_path, limits=limits
     )
     return grade_sheet(sheet, rubric, evaluations)

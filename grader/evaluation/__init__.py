@@ -6,9 +6,11 @@ Public surface (used by the grading core, the CLI and the `gpu` worker task):
   `q1.<label>_preprocessing` (DEFAULT_PREPROCESSING when absent); raises `grader.errors.InvalidAnswer` when
   it is malformed.
 - `evaluation_cache_key(checkpoint_sha256, preprocessing, label=None) -> str`: what callers cache results by.
-- `evaluate_checkpoint(path, *, label, preprocessing, cifar10_root, device=None) -> dict`: JSON-ready result,
-  `{"status": "evaluated", ...evidence}` or `{"status": "rejected", "message": ...}` for a file that is not
-  a usable checkpoint; raises `grader.errors.InfrastructureError` when the data set is missing.
+- `evaluate_checkpoint(path, *, label, preprocessing, cifar10_root, device=None, limits=None) -> dict`: JSON-ready
+  result, `{"status": "evaluated", ...evidence}`, `{"status": "rejected", "message": ...}` for a file that is
+  not a usable checkpoint, or a sandbox limit's status; raises `grader.errors.InfrastructureError` when the
+  data set is missing or the evaluation failed for a reason worth a retry. The file is loaded and run in a
+  sandboxed child process (grader.sandbox.reference_mode), never in the caller's process.
 
 Importing this package does not import torch: the evaluator is loaded on the first `evaluate_checkpoint`.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grader.evaluation.cache_key import EVALUATOR_VERSION, evaluation_cache_key
 from grader.evaluation.preprocessing import (
@@ -26,6 +28,9 @@ from grader.evaluation.preprocessing import (
     normalize_preprocessing,
     read_preprocessing,
 )
+
+if TYPE_CHECKING:
+    from grader.sandbox.limits import SandboxLimits
 
 __all__ = [
     "DEFAULT_PREPROCESSING",
@@ -45,9 +50,12 @@ def evaluate_checkpoint(
     preprocessing: Mapping[str, Any] | str,
     cifar10_root: str | Path | None,
     device: str | None = None,
+    limits: SandboxLimits | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the checkpoint at `path` on the full test set; see grader.evaluation.evaluate."""
-    from grader.evaluation.evaluate import evaluate_checkpoint as run
+    """Evaluate the checkpoint at `path` on the test set in a sandboxed child; see grader.sandbox.reference_mode."""
+    from grader.sandbox.reference_mode import evaluate_reference
 
-    result = run(path, label=label, preprocessing=preprocessing, cifar10_root=cifar10_root, device=device)
+    result = evaluate_reference(
+        path, label=label, preprocessing=preprocessing, cifar10_root=cifar10_root, device=device, limits=limits
+    )
     return {**result, "mode": "reference"}  # the evidence says which mode produced a result

@@ -9,6 +9,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,30 @@ CPU_ACTIVATION_BUDGET_BYTES = 8 * 1024 * 1024
 ResNet-20, 32 for a bottleneck ResNet; batches of 1000 run 2–3× slower on 2 cores)."""
 RESULT_CACHE_SIZE = 64
 
-_CACHE_LOCK = threading.Lock()
-_RESULTS: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+
+class ResultCache:
+    """The latest results of this process by key; copies go in and out, so callers may add to what they get."""
+
+    def __init__(self, size: int = RESULT_CACHE_SIZE) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._results: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> dict[str, Any] | None:
+        with self._lock:
+            if key not in self._results:
+                return None
+            self._results.move_to_end(key)
+            return copy.deepcopy(self._results[key])
+
+    def put(self, key: tuple[Any, ...], result: dict[str, Any]) -> None:
+        with self._lock:
+            self._results[key] = copy.deepcopy(result)
+            while len(self._results) > self._size:
+                self._results.popitem(last=False)
+
+
+_RESULTS = ResultCache()
 
 
 def evaluate_checkpoint(
@@ -69,17 +92,13 @@ def evaluate_checkpoint(
     testset = load_cifar10_test(cifar10_root, target)
     data, sha256 = read_file(path)
     key = (evaluation_cache_key(sha256, spec), str(target), testset.source, limit, tuple(variants or ()))
-    with _CACHE_LOCK:
-        if key in _RESULTS:
-            _RESULTS.move_to_end(key)
-            return copy.deepcopy(_RESULTS[key])
+    cached = _RESULTS.get(key)
+    if cached is not None:
+        return cached
     result = _evaluate_bytes(data, sha256, spec, testset, target, limit, variants)
     log.info("evaluated %s checkpoint %s: %s", label or "a", sha256[:12], result.get("accuracy_percent", "rejected"))
-    with _CACHE_LOCK:
-        _RESULTS[key] = result
-        while len(_RESULTS) > RESULT_CACHE_SIZE:
-            _RESULTS.popitem(last=False)
-    return copy.deepcopy(result)
+    _RESULTS.put(key, result)
+    return result
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
@@ -87,6 +106,70 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     if device is not None:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(slots=True)
+class ReferenceModel:
+    """A checkpoint loaded and mapped onto the reference family, ready to predict."""
+
+    checkpoint: LoadedCheckpoint
+    network: InferredNetwork
+    state: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a file cannot be evaluated (for the student), and its architecture when it was inferred first."""
+
+    message: str
+    architecture: dict[str, Any] | None = None
+
+
+def load_reference(data: bytes, sha256: str, device: torch.device) -> ReferenceModel | Rejection:
+    """Load `data` weights-only, infer its architecture and map its tensors onto the reference model."""
+    network: InferredNetwork | None = None
+    try:
+        if sniff_format(data) == "safetensors":
+            # The structure is checked from the header alone, before any tensor data is materialised.
+            infer_network(read_safetensors_header(data))
+        checkpoint = parse_checkpoint(data, sha256=sha256, device=device)
+        network = infer_network(checkpoint.tensors)
+        return ReferenceModel(checkpoint, network, reference_state(network, checkpoint.tensors))
+    except CheckpointRejected as exc:
+        return Rejection(exc.message, network.describe() if network is not None else None)
+
+
+def predict_variants(
+    model: ReferenceModel,
+    images: torch.Tensor,
+    preprocessing: dict[str, Any],
+    device: torch.device,
+    variants: Sequence[ForwardVariant],
+) -> Iterator[tuple[ForwardVariant, torch.Tensor]]:
+    """Predictions of the reference model under each forward-pass variant in turn (lazily: callers may stop)."""
+    batch_size, memory_format = execution_settings(model.network.spec, device)
+    # One layout change for the whole set, so per-batch preprocessing already yields the model's layout.
+    images = images.contiguous(memory_format=memory_format)
+    preprocess = Preprocess(preprocessing, device)
+    for variant in variants:
+        network = build_reference_model(model.network.spec, model.state, variant).to(memory_format=memory_format)
+        yield variant, predict(network, images, preprocess, batch_size=batch_size, memory_format=memory_format)
+
+
+Run = tuple[ForwardVariant, int, torch.Tensor]
+"""(variant, correct predictions, predictions)."""
+
+
+def reached_target(correct: int, total: int) -> bool:
+    """Whether a run scores well enough that no further forward-pass variant is tried."""
+    return 100.0 * correct / total >= VARIANT_RETRY_BELOW_PERCENT
+
+
+def best_run(runs: Sequence[Run]) -> Run:
+    """The default run, unless an alternative beats it clearly."""
+    default, total = runs[0], runs[0][2].shape[0]
+    best = max(runs, key=lambda run: run[1])  # max() keeps the earliest on ties
+    return best if 100.0 * (best[1] - default[1]) / total >= VARIANT_MIN_GAIN_PERCENT else default
 
 
 def _evaluate_bytes(
@@ -99,60 +182,35 @@ def _evaluate_bytes(
     variants: Sequence[ForwardVariant] | None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    network: InferredNetwork | None = None
-    try:
-        if sniff_format(data) == "safetensors":
-            # The structure is checked from the header alone, before any tensor data is materialised.
-            infer_network(read_safetensors_header(data))
-        checkpoint = parse_checkpoint(data, sha256=sha256, device=device)
-        network = infer_network(checkpoint.tensors)
-        state = reference_state(network, checkpoint.tensors)
-    except CheckpointRejected as exc:
-        return rejected(exc.message, sha256, len(data), network)
+    model = load_reference(data, sha256, device)
+    if isinstance(model, Rejection):
+        return rejected(model.message, sha256, len(data), model.architecture)
     loaded = time.perf_counter()
+    labels = testset.labels[:limit]
+    runs: list[Run] = []
     try:
-        runs = _run_variants(network.spec, state, testset, preprocessing, device, limit, variants)
+        tried = variants or applicable_variants(model.network.spec)
+        for variant, predictions in predict_variants(model, testset.images[:limit], preprocessing, device, tried):
+            runs.append((variant, int((predictions == labels).sum()), predictions))
+            if reached_target(runs[-1][1], len(labels)):
+                break
     except torch.OutOfMemoryError as exc:  # a busy or small card: worth a retry, not the student's fault
         raise InfrastructureError(f"out of memory on {device} while evaluating: {exc}") from exc
-    best = _best_run(runs)
-    result = _summary(best, runs, testset, checkpoint, network, preprocessing, device)
+    result = summarize(
+        best_run(runs),
+        runs,
+        testset,
+        checkpoint=model.checkpoint.describe(),
+        architecture=model.network.describe(),
+        preprocessing=preprocessing,
+        device=describe_device(device),
+    )
     result["seconds"] = {
         "load": round(loaded - started, 3),
         "inference": round(time.perf_counter() - loaded, 3),
         "total": round(time.perf_counter() - started, 3),
     }
     return result
-
-
-def _run_variants(
-    spec: ResNetSpec,
-    state: dict[str, torch.Tensor],
-    testset: Cifar10TestSet,
-    preprocessing: dict[str, Any],
-    device: torch.device,
-    limit: int | None,
-    variants: Sequence[ForwardVariant] | None,
-) -> list[tuple[ForwardVariant, int, torch.Tensor]]:
-    """(variant, correct, predictions) for the default, and for the alternatives when it scores low."""
-    batch_size, memory_format = execution_settings(spec, device)
-    # One layout change for the whole set, so per-batch preprocessing already yields the model's layout.
-    images, labels = testset.images[:limit].contiguous(memory_format=memory_format), testset.labels[:limit]
-    preprocess = Preprocess(preprocessing, device)
-    runs = []
-    for variant in variants or applicable_variants(spec):
-        model = build_reference_model(spec, state, variant).to(memory_format=memory_format)
-        predictions = predict(model, images, preprocess, batch_size=batch_size, memory_format=memory_format)
-        correct = int((predictions == labels).sum())
-        runs.append((variant, correct, predictions))
-        if 100.0 * correct / len(labels) >= VARIANT_RETRY_BELOW_PERCENT:
-            break
-    return runs
-
-
-def _best_run(runs: list[tuple[ForwardVariant, int, torch.Tensor]]) -> tuple[ForwardVariant, int, torch.Tensor]:
-    default, total = runs[0], runs[0][2].shape[0]
-    best = max(runs, key=lambda run: run[1])  # max() keeps the earliest on ties
-    return best if 100.0 * (best[1] - default[1]) / total >= VARIANT_MIN_GAIN_PERCENT else default
 
 
 def execution_settings(spec: ResNetSpec, device: torch.device) -> tuple[int, torch.memory_format]:
@@ -242,27 +300,29 @@ def exact_fp32(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
 
 
-def _summary(
-    best: tuple[ForwardVariant, int, torch.Tensor],
-    runs: list[tuple[ForwardVariant, int, torch.Tensor]],
+def summarize(
+    best: Run,
+    runs: Sequence[Run],
     testset: Cifar10TestSet,
-    checkpoint: LoadedCheckpoint,
-    network: InferredNetwork,
+    *,
+    checkpoint: dict[str, Any],
+    architecture: dict[str, Any],
     preprocessing: dict[str, Any],
-    device: torch.device,
+    device: str,
 ) -> dict[str, Any]:
+    """The evaluated result: accuracy against the grader's own labels, and the evidence."""
     variant, _, predictions = best
     total = int(predictions.shape[0])
     result: dict[str, Any] = {
         "status": "evaluated",
         "evaluator_version": EVALUATOR_VERSION,
-        **accuracy_summary(predictions, testset.labels[: predictions.shape[0]], testset.class_names),
-        "architecture": network.describe(),
+        **accuracy_summary(predictions, testset.labels[:total].to(predictions.device), testset.class_names),
+        "architecture": architecture,
         "preprocessing": preprocessing,
-        "checkpoint_sha256": checkpoint.sha256,
-        "checkpoint": checkpoint.describe(),
+        "checkpoint_sha256": checkpoint["sha256"],
+        "checkpoint": checkpoint,
         "forward_variant": variant.to_json(),
-        "device": describe_device(device),
+        "device": device,
         "torch_version": torch.__version__,
         "dataset": {"images": total, "pixels_sha256": testset.pixels_sha256},
     }
@@ -291,7 +351,7 @@ def accuracy_summary(predictions: torch.Tensor, labels: torch.Tensor, class_name
     }
 
 
-def rejected(message: str, sha256: str, size: int, network: InferredNetwork | None = None) -> dict[str, Any]:
+def rejected(message: str, sha256: str, size: int, architecture: dict[str, Any] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "status": "rejected",
         "message": message,
@@ -300,8 +360,8 @@ def rejected(message: str, sha256: str, size: int, network: InferredNetwork | No
         "checkpoint": {"sha256": sha256, "bytes": size},
         "torch_version": torch.__version__,
     }
-    if network is not None:
-        result["architecture"] = network.describe()
+    if architecture is not None:
+        result["architecture"] = architecture
     return result
 
 

@@ -8,8 +8,8 @@ the stem (v1) and before pooling (v2), global average pooling and one linear cla
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal, get_args, get_type_hints
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +100,16 @@ class ForwardVariant:
 
     def to_json(self) -> dict[str, str]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> ForwardVariant:
+        """The variant `to_json` wrote; ValueError for anything else (it may come from another process)."""
+        if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
+            raise ValueError(f"not a forward variant: {str(data)[:200]}")
+        for name, hint in get_type_hints(cls).items():
+            if data[name] not in get_args(hint):
+                raise ValueError(f"forward variant {name} must be one of {get_args(hint)}, got {data[name]!r}")
+        return cls(**data)
 
 
 def applicable_variants(spec: ResNetSpec) -> list[ForwardVariant]:

@@ -18,8 +18,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
+import io
 import json
 import os
+import pickle
+import re
 import sys
 import time
 import traceback
@@ -32,6 +35,9 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 RECORD_BYTES = 3072
+SAVE_HINT = (
+    "save the weights with torch.save(model.state_dict(), 'model-v1.pt') (or as .safetensors) and upload that file"
+)
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "model_state", "weights")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 MAX_EVENTS = 20_000
@@ -183,12 +189,7 @@ def _build(factory: Any, arguments: Mapping[str, Any]) -> torch.nn.Module:
 
 
 def _load_weights(model: torch.nn.Module, path: str) -> None:
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds for files that are not plain state dicts
-        raise HarnessError(
-            "invalid_checkpoint", "loading the checkpoint", f"{type(exc).__name__}: {str(exc)[:300]}"
-        ) from exc
+    raw = read_checkpoint(Path(path).read_bytes())
     expected = _stage_call("reading your network's state_dict()", model.state_dict)
     state = _best_naming(_unwrap(raw), set(expected))
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
@@ -207,6 +208,35 @@ def _load_weights(model: torch.nn.Module, path: str) -> None:
         raise HarnessError("checkpoint_mismatch", "loading the weights into your network", "; ".join(parts))
     with student_stage("loading the weights into your network"):
         model.load_state_dict(state, strict=False)
+
+
+def read_checkpoint(data: bytes) -> Any:
+    """The file's contents, weights only: a safetensors file, or torch.load's restricted unpickler."""
+    stage = "loading the checkpoint"
+    if not data:
+        raise HarnessError("invalid_checkpoint", stage, f"the checkpoint file is empty; {SAVE_HINT}")
+    if data[8:9] == b"{":  # an 8-byte header length, then safetensors' JSON header
+        from safetensors.torch import load as load_safetensors
+
+        try:
+            return load_safetensors(data)
+        except Exception as exc:  # SafetensorError and friends: a malformed header or truncated data
+            message = f"safetensors file cannot be read ({exc}); {SAVE_HINT}"
+            raise HarnessError("invalid_checkpoint", stage, message) from exc
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f" (it refers to {found.group(1)})" if found else ""
+        raise HarnessError(
+            "invalid_checkpoint",
+            stage,
+            f"checkpoint holds Python objects, not only tensors{what}; only weights are loaded, never code from a "
+            f"file, so a whole model saved with torch.save(model) cannot be used: {SAVE_HINT}",
+        ) from exc
+    except Exception as exc:  # torch raises many kinds for files that are not plain state dicts
+        message = f"checkpoint cannot be read ({type(exc).__name__}: {str(exc)[:300]}); {SAVE_HINT}"
+        raise HarnessError("invalid_checkpoint", stage, message) from exc
 
 
 def _unwrap(raw: Any) -> dict[str, torch.Tensor]:

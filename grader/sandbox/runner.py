@@ -92,6 +92,8 @@ class SandboxResult:
     wall_seconds: float = 0.0
     cpu_seconds: float = 0.0
     insecure: bool = False
+    isolation: str = "bubblewrap"
+    """"bubblewrap", or "process": a plain child process with RLIMITs only (see `isolation_here`)."""
 
     def evidence(self) -> dict[str, Any]:
         """JSON-ready facts about the run (no payload), for results and logs."""
@@ -102,6 +104,7 @@ class SandboxResult:
             "cpu_seconds": round(self.cpu_seconds, 3),
             "stderr_tail": self.stderr_tail[-1000:],
             "insecure_dev_mode": self.insecure,
+            "isolation": self.isolation,
         }
 
 
@@ -110,9 +113,23 @@ def insecure_dev_mode() -> bool:
     return os.environ.get(INSECURE_ENV, "") == "1"
 
 
-def path_inside(bind: Bind) -> str:
-    """Where the program sees `bind`: its target in the sandbox, its source in insecure development mode."""
-    return str(bind.source) if insecure_dev_mode() else bind.target
+def isolation_here(*, process_fallback: bool = False) -> str:
+    """How a run started now is isolated: "bubblewrap", or "process" in insecure development mode or, with
+    `process_fallback`, where no sandbox can be made. Raises SandboxUnavailable when neither applies."""
+    if insecure_dev_mode():
+        return "process"
+    reason = sandbox_available()
+    if reason is None:
+        return "bubblewrap"
+    if process_fallback:
+        return "process"
+    raise SandboxUnavailable(reason)
+
+
+def path_inside(bind: Bind, isolation: str | None = None) -> str:
+    """Where the program sees `bind`: its target in the sandbox, its source when run as a plain process."""
+    isolation = isolation or ("process" if insecure_dev_mode() else "bubblewrap")
+    return bind.target if isolation == "bubblewrap" else str(bind.source)
 
 
 @contextlib.contextmanager
@@ -154,9 +171,14 @@ def run_sandboxed(
     limits: SandboxLimits | None = None,
     gpu: bool = False,
     env: Mapping[str, str] | None = None,
+    process_fallback: bool = False,
 ) -> SandboxResult:
     """Run `command` in a fresh sandbox; `binds` are shown read-only. Raises SandboxUnavailable when no sandbox
-    can be made (unless insecure development mode is on), InfrastructureError when the start itself fails."""
+    can be made, InfrastructureError when the start itself fails.
+
+    Without a sandbox the command runs as a plain child process with the RLIMITs (`isolation: "process"`) in
+    insecure development mode, or when `process_fallback` is set: for the grader's own code facing untrusted
+    files (reference-mode checkpoint loading), never for student code."""
     limits = limits or SandboxLimits()
     if insecure_dev_mode():
         log.warning(
@@ -165,9 +187,9 @@ def run_sandboxed(
             INSECURE_ENV,
         )
         return _run_insecure(command, limits, gpu, env or {})
-    reason = sandbox_available()
-    if reason is not None:
-        raise SandboxUnavailable(reason)
+    if isolation_here(process_fallback=process_fallback) == "process":
+        _warn_process_fallback()
+        return _run_insecure(command, limits, gpu, env or {}, insecure=False)
     found = bwrap.find_bubblewrap()
     assert found is not None  # sandbox_available checked it
     return _run_bwrap(found, command, binds, limits, gpu, env or {})
@@ -207,8 +229,16 @@ def _run_bwrap(
             group.remove()
 
 
+@functools.cache
+def _warn_process_fallback() -> None:
+    log.warning(
+        "%s; checkpoints are loaded in plain child processes with resource limits but without namespaces",
+        sandbox_available(),
+    )
+
+
 def _run_insecure(
-    command: Sequence[str], limits: SandboxLimits, gpu: bool, extra_env: Mapping[str, str]
+    command: Sequence[str], limits: SandboxLimits, gpu: bool, extra_env: Mapping[str, str], *, insecure: bool = True
 ) -> SandboxResult:
     read_fd, write_fd = os.pipe()
     try:
@@ -220,7 +250,7 @@ def _run_insecure(
             os.close(write_fd)
             write_fd = -1
             outcome = _supervise(process, read_fd, limits, None)
-            return _result(outcome, limits, None, insecure=True)
+            return _result(outcome, limits, None, insecure=insecure, isolation="process")
     finally:
         for fd in (read_fd, write_fd):
             if fd >= 0:
@@ -496,7 +526,14 @@ def _kill(process: subprocess.Popen[bytes], group: cgroups.Cgroup | None) -> Non
         group.kill_all()
 
 
-def _result(outcome: _Outcome, limits: SandboxLimits, group: cgroups.Cgroup | None, *, insecure: bool) -> SandboxResult:
+def _result(
+    outcome: _Outcome,
+    limits: SandboxLimits,
+    group: cgroups.Cgroup | None,
+    *,
+    insecure: bool,
+    isolation: str = "bubblewrap",
+) -> SandboxResult:
     status, message = _classify(outcome, limits, group)
     outcome.cpu_seconds = _cpu_seconds(outcome, group)
     payload, payload_error = _parse_payload(outcome.result) if outcome.stopped_for != "result" else (None, None)
@@ -515,6 +552,7 @@ def _result(outcome: _Outcome, limits: SandboxLimits, group: cgroups.Cgroup | No
         wall_seconds=outcome.wall_seconds,
         cpu_seconds=outcome.cpu_seconds,
         insecure=insecure,
+        isolation=isolation,
     )
 
 

@@ -1,7 +1,7 @@
 """Q1 in student-code mode: evaluating a checkpoint with the student's own network and preprocessing, sandboxed.
 
-The parent checks the checkpoint (weights only, in this process) and the code files, writes the code, the
-checkpoint, the test images as raw uint8 records WITHOUT labels and the job into a fresh folder, runs
+The parent checks the code files and the checkpoint's first bytes (it never parses the checkpoint), writes the
+code, the checkpoint, the test images as raw uint8 records WITHOUT labels and the job into a fresh folder, runs
 grader/sandbox/harness.py under bubblewrap, and scores the predicted labels it gets back through the result pipe
 against its own labels. The result has the shape of grader.evaluation.evaluate_checkpoint's, plus
 `"mode": "student_code"`, `"code_sha256"` and `"trace"`.
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from grader.evaluation.cache_key import EVALUATOR_VERSION
-from grader.evaluation.checkpoint import CheckpointRejected, LoadedCheckpoint, parse_checkpoint, read_file
+from grader.evaluation.checkpoint import CheckpointRejected, read_file, sniff_format
 from grader.evaluation.cifar import Cifar10TestSet, load_cifar10_test
 from grader.evaluation.evaluate import accuracy_summary, describe_device
 from grader.sandbox.archive import InvalidUpload, UnsafeUpload, code_sha256, read_code_dir, write_files
@@ -29,12 +29,13 @@ from grader.sandbox.cache_key import SANDBOX_VERSION
 from grader.sandbox.interface import ModelInterface
 from grader.sandbox.limits import SandboxLimits, SandboxStatus
 from grader.sandbox.runner import SandboxResult, path_inside, run_folder, run_sandboxed
+from grader.sandbox.testset_file import images_file
 from grader.sandbox.trace import architecture_from_trace, summarize_trace
 
 log = logging.getLogger(__name__)
 
 HARNESS = Path(__file__).with_name("harness.py")
-CODE_TARGET, INPUT_TARGET = "/sandbox/code", "/sandbox/input"
+CODE_TARGET, INPUT_TARGET, IMAGES_TARGET = "/sandbox/code", "/sandbox/input", "/sandbox/testset/images.u8"
 MODE = "student_code"
 CPU_BATCH, GPU_BATCH = 100, 500
 NUM_CLASSES = 10
@@ -80,7 +81,7 @@ def evaluate_student_code(
         "evaluator_version": EVALUATOR_VERSION,
     }
     try:
-        loaded = parse_checkpoint(data, sha256=checkpoint_sha, device=torch.device("cpu"))
+        sniff_format(data)  # the first bytes only: the file is parsed in the sandbox, never here
     except CheckpointRejected as exc:
         return _failed(SandboxStatus.REJECTED_INVALID_FILE, exc.message, context)
     try:
@@ -100,7 +101,8 @@ def evaluate_student_code(
     outcome = _outcome(run, count, limits)
     if isinstance(outcome, tuple):
         return _failed(*outcome, context, run)
-    result = _evaluated(outcome, testset, count, loaded, arguments, interface, device, context, run)
+    checkpoint_facts = {"sha256": checkpoint_sha, "bytes": len(data), "format": sniff_format(data)}
+    result = _evaluated(outcome, testset, count, checkpoint_facts, arguments, interface, device, context, run)
     result["seconds"] = {**_harness_seconds(run.payload), "total": round(time.perf_counter() - started, 3)}
     return result
 
@@ -123,21 +125,22 @@ def _run(
 ) -> SandboxResult:
     with run_folder() as work:
         code, inputs = Bind(work / "code", CODE_TARGET), Bind(work / "input", INPUT_TARGET)
+        images = Bind(images_file(testset), IMAGES_TARGET)
         write_files(files, code.source)
         inputs.source.mkdir(mode=0o755)
-        _write_input(inputs.source / "images.u8", testset.images[:count].reshape(count, -1).numpy().tobytes())
         _write_input(inputs.source / "checkpoint.pt", checkpoint)
         _write_input(inputs.source / "harness.py", HARNESS.read_bytes())
-        job = _job(code, inputs, count, arguments, interface, limits, device)
+        job = _job(code, inputs, images, count, arguments, interface, limits, device)
         _write_input(inputs.source / "job.json", json.dumps(job).encode())
         inside = path_inside(inputs)
         command = [sys.executable, "-B", f"{inside}/harness.py", f"{inside}/job.json"]
-        return run_sandboxed(command, binds=[code, inputs], limits=limits, gpu=device.startswith("cuda"))
+        return run_sandboxed(command, binds=[code, inputs, images], limits=limits, gpu=device.startswith("cuda"))
 
 
 def _job(
     code: Bind,
     inputs: Bind,
+    images: Bind,
     count: int,
     arguments: Mapping[str, Any],
     interface: ModelInterface,
@@ -148,7 +151,7 @@ def _job(
     inside = path_inside(inputs)
     return {
         "code_dir": path_inside(code),
-        "images": f"{inside}/images.u8",
+        "images": path_inside(images),
         "count": count,
         "checkpoint": f"{inside}/checkpoint.pt",
         "network": {"module": interface.network_module, "factory": interface.factory, "arguments": dict(arguments)},
@@ -212,7 +215,7 @@ def _evaluated(
     predictions: list[int],
     testset: Cifar10TestSet,
     count: int,
-    loaded: LoadedCheckpoint,
+    checkpoint: Mapping[str, Any],
     arguments: Mapping[str, Any],
     interface: ModelInterface,
     device: str,
@@ -230,7 +233,7 @@ def _evaluated(
         "trace": summarize_trace(trace),
         "preprocessing": {"kind": MODE, "function": interface.describe_preprocessing()},
         "network_arguments": dict(arguments),
-        "checkpoint": loaded.describe(),
+        "checkpoint": dict(checkpoint),
         "device": describe_device(torch.device(device)),
         "torch_version": torch.__version__,
         "dataset": {"images": count, "pixels_sha256": testset.pixels_sha256},

@@ -140,6 +140,7 @@ def _find_or_create(session: Session, request: EvaluationRequest) -> CheckpointE
 def run_evaluation(session: Session, *, evaluation_id: str, settings: Settings, max_attempts: int) -> bool:
     """Evaluate one checkpoint unless already done; True when the row is final afterwards."""
     from grader.evaluation import evaluate_checkpoint
+    from grader.sandbox import SandboxLimits
 
     row = session.get(CheckpointEvaluation, evaluation_id)
     if row is None or EvaluationStatus(row.status).is_final:
@@ -155,7 +156,11 @@ def run_evaluation(session: Session, *, evaluation_id: str, settings: Settings, 
         result = _evaluate_student_code(row, store, path, settings)
     else:
         result = evaluate_checkpoint(
-            path, label=row.label, preprocessing=row.preprocessing, cifar10_root=settings.cifar10_root
+            path,
+            label=row.label,
+            preprocessing=row.preprocessing,
+            cifar10_root=settings.cifar10_root,
+            limits=SandboxLimits.from_settings(settings),
         )
     row.result = result
     row.status = str(EvaluationStatus.EVALUATED if result.get("status") == "evaluated" else EvaluationStatus.REJECTED)

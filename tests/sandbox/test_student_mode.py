@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
 from grader.errors import InvalidAnswer
-from grader.evaluation.checkpoint import LoadedCheckpoint
 from grader.evaluation.cifar import load_cifar10_test
 from grader.sandbox import ModelInterface, SandboxLimits, evaluate_student_code, student_mode
 from tests.conftest import REPO_ROOT
@@ -143,23 +143,35 @@ def test_a_checkpoint_whose_pickle_would_run_code_is_refused_and_nothing_runs(
     assert_next_run_works()
 
 
-def test_the_harness_refuses_such_a_pickle_itself(
-    starter: Path, tmp_path: Path, interface: ModelInterface, cifar10_root: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_checkpoint_is_only_ever_loaded_inside_the_sandbox(
+    starter: Path,
+    v1_weights: Path,
+    tmp_path: Path,
+    interface: ModelInterface,
+    cifar10_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Defence in depth: even if the parent's check were skipped, the sandbox loads weights only."""
+    """With every loader broken in this (the worker's) process, evaluations still work: nothing here parses one."""
 
-    class Payload:
-        def __reduce__(self) -> tuple[Any, ...]:
-            return (print, ("CANARY-RAN",))
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the parent process loaded an uploaded checkpoint")
 
-    checkpoint = tmp_path / "evil.pt"
-    torch.save({"state_dict": Payload()}, checkpoint)
-    stub = LoadedCheckpoint({}, "0" * 64, 1, "torch-zip")
-    monkeypatch.setattr(student_mode, "parse_checkpoint", lambda *args, **kwargs: stub)
-    result = evaluate(starter, checkpoint, interface, cifar10_root)
-    assert result["status"] == "rejected_invalid_file"
-    assert "loading the checkpoint: UnpicklingError" in result["message"]
-    assert "CANARY-RAN" not in json.dumps(result)
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(safetensors.torch, "load", refuse)
+    assert evaluate(starter, v1_weights, interface, cifar10_root)["status"] == "evaluated"
+    as_safetensors = tmp_path / "model-v1.safetensors"
+    as_safetensors.write_bytes(safetensors.torch.save(torch_load_trusted(v1_weights)))
+    result = evaluate(starter, as_safetensors, interface, cifar10_root)
+    assert result["status"] == "evaluated", result.get("message")
+    assert result["checkpoint"]["format"] == "safetensors"
+
+
+def torch_load_trusted(path: Path) -> dict[str, torch.Tensor]:
+    """The test's own file, read before torch.load is patched (module import time binds the real one)."""
+    return _REAL_TORCH_LOAD(path, weights_only=True)
+
+
+_REAL_TORCH_LOAD = torch.load
 
 
 SNOOP = """

@@ -1,0 +1,237 @@
+"""Q1 in reference mode, isolated: the uploaded checkpoint is loaded and run in a sandboxed child, scored here.
+
+The worker's process never parses an uploaded checkpoint. Each evaluation starts a fresh child (see
+grader/evaluation/child.py) under bubblewrap with the sandbox's limits, showing it only the grader's own package,
+the checkpoint and the test images as raw records WITHOUT labels. A fresh child per evaluation, not a
+long-lived one: a file that subverted its loader could otherwise tamper with the next student's evaluation.
+The test set is still read and checked once per process; its images file is written once and shared read-only.
+
+The child predicts with the default forward pass first; when that scores under the retry threshold and the
+architecture leaves choices open, a second child runs the alternatives, and the runs are cut after the first
+that reaches the threshold, exactly as the in-process evaluator (grader.evaluation.evaluate) stops.
+
+Where bubblewrap cannot run, the child runs as a plain process with the same RLIMITs (evidence
+`"isolation": "process"`): the grader's own code facing an untrusted file, so a weaker wall is still a wall.
+Student code never runs that way (see runner.run_sandboxed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import grader
+from grader.errors import InfrastructureError
+from grader.evaluation.cache_key import evaluation_cache_key
+from grader.evaluation.checkpoint import CheckpointRejected, read_file
+from grader.evaluation.cifar import Cifar10TestSet, load_cifar10_test
+from grader.evaluation.evaluate import ResultCache, Run, best_run, pick_device, reached_target, rejected, summarize
+from grader.evaluation.preprocessing import normalize_preprocessing
+from grader.evaluation.resnet import ForwardVariant
+from grader.sandbox.bwrap import Bind
+from grader.sandbox.limits import SandboxLimits, SandboxStatus
+from grader.sandbox.runner import SandboxResult, isolation_here, path_inside, run_folder, run_sandboxed
+from grader.sandbox.testset_file import images_file
+
+log = logging.getLogger(__name__)
+
+PACKAGE = Path(grader.__file__).resolve().parent
+LIB_TARGET, INPUT_TARGET, TESTSET_TARGET = "/sandbox/lib", "/sandbox/input", "/sandbox/testset/images.u8"
+NUM_CLASSES = 10
+MAX_RUNS = 16
+STUDENT_LIMITS = (SandboxStatus.TIMED_OUT, SandboxStatus.MEMORY_LIMIT, SandboxStatus.RESOURCE_LIMIT)
+"""How a child can end that is the checkpoint's doing (a network too big for the limits), not the grader's."""
+
+_RESULTS = ResultCache()
+
+
+def evaluate_reference(
+    path: str | Path,
+    *,
+    label: str | None = None,
+    preprocessing: Mapping[str, Any] | str,
+    cifar10_root: str | Path | None,
+    device: str | torch.device | None = None,
+    limits: SandboxLimits | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """JSON-ready result with the shape of grader.evaluation.evaluate.evaluate_checkpoint's, plus
+    `"isolation"`; `{"status": "timed_out" | "memory_limit" | "resource_limit", "message": ...}` when the
+    checkpoint's network does not fit the sandbox's limits. `limit` (the first N images) is for tests.
+
+    Raises InfrastructureError when the data set or the file cannot be read, or the child failed in a way
+    that is not the checkpoint's doing (it crashed, the GPU ran out of memory): worth a retry.
+    """
+    if cifar10_root is None:
+        raise InfrastructureError("GRADER_CIFAR10_ROOT is not set: the folder holding cifar-10-batches-py/")
+    limits = limits or SandboxLimits()
+    target = pick_device(device)
+    spec = normalize_preprocessing(preprocessing)
+    testset = load_cifar10_test(cifar10_root, "cpu")
+    count = min(limit or len(testset), len(testset))
+    try:
+        data, sha256 = read_file(path)
+    except CheckpointRejected as exc:
+        return rejected(exc.message, "", Path(path).stat().st_size)
+    key = (evaluation_cache_key(sha256, spec), str(target), testset.source, count)
+    cached = _RESULTS.get(key)
+    if cached is not None:
+        return cached
+    started = time.perf_counter()
+    first = _child(data, sha256, spec, testset, count, target, "default", limits)
+    if not isinstance(first, _Predicted):
+        return {**first, "checkpoint_sha256": sha256}
+    runs = first.runs
+    if not reached_target(runs[0][1], count) and first.variants_left:
+        more = _child(data, sha256, spec, testset, count, target, "alternatives", limits)
+        if isinstance(more, _Predicted):
+            runs = _until_target([*runs, *more.runs], count)
+        else:  # the default's result stands; say why no alternative was tried
+            log.warning("alternative forward passes of %s not evaluated: %s", sha256[:12], more.get("message"))
+    result = summarize(
+        best_run(runs),
+        runs,
+        testset,
+        checkpoint=first.checkpoint,
+        architecture=first.architecture,
+        preprocessing=spec,
+        device=first.device,
+    )
+    result["isolation"] = first.isolation
+    result["seconds"] = {**first.seconds, "total": round(time.perf_counter() - started, 3)}
+    log.info("evaluated %s checkpoint %s: %s", label or "a", sha256[:12], result["accuracy_percent"])
+    _RESULTS.put(key, result)
+    return result
+
+
+class _Predicted:
+    """A child's predictions, checked: every field below comes from an untrusted process."""
+
+    def __init__(self, payload: Mapping[str, Any], labels: torch.Tensor, isolation: str) -> None:
+        count = int(labels.shape[0])
+        raw_runs = payload.get("runs")
+        if not isinstance(raw_runs, list) or len(raw_runs) > MAX_RUNS:
+            raise ValueError("runs is not a short list")
+        self.runs: list[Run] = []
+        for run in raw_runs:
+            predictions = _predictions(run.get("predictions") if isinstance(run, Mapping) else None, count)
+            variant = ForwardVariant.from_json(run.get("variant"))
+            self.runs.append((variant, int((predictions == labels).sum()), predictions))
+        self.checkpoint = _mapping(payload, "checkpoint")
+        self.architecture = _mapping(payload, "architecture")
+        self.device = str(payload.get("device", ""))[:200]
+        left = payload.get("variants_left")
+        self.variants_left = left if type(left) is int and 0 <= left < MAX_RUNS else 0
+        seconds = payload.get("seconds") if isinstance(payload.get("seconds"), Mapping) else {}
+        self.seconds = {str(k)[:20]: float(v) for k, v in list(seconds.items())[:4] if type(v) in (int, float)}
+        self.isolation = isolation
+
+
+def _predictions(value: Any, count: int) -> torch.Tensor:
+    if not isinstance(value, list) or len(value) != count:
+        raise ValueError(f"predictions are not a list of {count}")
+    if any(type(p) is not int or not 0 <= p < NUM_CLASSES for p in value):
+        raise ValueError("a prediction is not a class index 0..9")
+    return torch.tensor(value, dtype=torch.int64)
+
+
+def _mapping(payload: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = payload.get(name)
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} is not a mapping")
+    return value
+
+
+def _until_target(runs: list[Run], count: int) -> list[Run]:
+    """The runs up to the first that reaches the retry threshold: what the in-process evaluator would try."""
+    for index, run in enumerate(runs):
+        if reached_target(run[1], count):
+            return runs[: index + 1]
+    return runs
+
+
+def _child(
+    data: bytes,
+    sha256: str,
+    preprocessing: dict[str, Any],
+    testset: Cifar10TestSet,
+    count: int,
+    device: torch.device,
+    variants: str,
+    limits: SandboxLimits,
+) -> _Predicted | dict[str, Any]:
+    """One child run: its checked predictions, or the final result (rejected, a limit) it ends in."""
+    isolation = isolation_here(process_fallback=True)
+    run = _run_child(data, sha256, preprocessing, testset, count, device, variants, limits, isolation)
+    if run.status in STUDENT_LIMITS:
+        message = f"Evaluating your checkpoint {run.message}."
+        return {"status": str(run.status), "message": message, "isolation": isolation}
+    payload = run.payload if isinstance(run.payload, Mapping) else {}
+    status = payload.get("status")
+    if run.status is SandboxStatus.OK and status == "rejected":
+        architecture = payload.get("architecture") if isinstance(payload.get("architecture"), dict) else None
+        message = str(payload.get("message", "not a usable checkpoint"))[:2000]
+        return {**rejected(message, sha256, len(data), architecture), "isolation": isolation}
+    if run.status is SandboxStatus.OK and status == "error" and payload.get("kind") == "memory":
+        message = f"Evaluating your checkpoint ran out of memory (the limit is {limits.memory_bytes / 2**30:.1f} GiB)."
+        return {"status": str(SandboxStatus.MEMORY_LIMIT), "message": message, "isolation": isolation}
+    if run.status is SandboxStatus.OK and status == "predicted":
+        try:
+            return _Predicted(payload, testset.labels[:count], run.isolation)
+        except ValueError as exc:
+            raise InfrastructureError(f"the evaluation child returned an unusable result: {exc}") from exc
+    detail = payload.get("message") or run.payload_error or run.message
+    raise InfrastructureError(f"the evaluation child for {sha256[:12]} failed ({run.status}): {str(detail)[:500]}")
+
+
+def _run_child(
+    data: bytes,
+    sha256: str,
+    preprocessing: dict[str, Any],
+    testset: Cifar10TestSet,
+    count: int,
+    device: torch.device,
+    variants: str,
+    limits: SandboxLimits,
+    isolation: str,
+) -> SandboxResult:
+    with run_folder("grader-reference-") as work:
+        inputs = Bind(work / "input", INPUT_TARGET)
+        images = Bind(images_file(testset), TESTSET_TARGET)
+        lib = Bind(PACKAGE, f"{LIB_TARGET}/{PACKAGE.name}")
+        inputs.source.mkdir(mode=0o755)
+        _write(inputs.source / "checkpoint.bin", data)
+        inside = path_inside(inputs, isolation)
+        job = {
+            "checkpoint": f"{inside}/checkpoint.bin",
+            "checkpoint_sha256": sha256,
+            "images": path_inside(images, isolation),
+            "count": count,
+            "preprocessing": preprocessing,
+            "device": str(device),
+            "threads": limits.threads,
+            "variants": variants,
+        }
+        _write(inputs.source / "job.json", json.dumps(job).encode())
+        python_path = LIB_TARGET if isolation == "bubblewrap" else str(PACKAGE.parent)
+        return run_sandboxed(
+            [sys.executable, "-B", "-m", "grader.evaluation.child", f"{inside}/job.json"],
+            binds=[lib, inputs, images],
+            limits=limits,
+            gpu=device.type == "cuda",
+            env={"PYTHONPATH": python_path},
+            process_fallback=True,
+        )
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "xb") as handle:
+        handle.write(data)
+    path.chmod(0o644)
