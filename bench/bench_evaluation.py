@@ -5,7 +5,9 @@ Compared, on 2 CPU threads (and on the GPU when there is one):
 - a bare batched loop, `model(x)` over the same test set already preprocessed into one float tensor, with a
   plain module written for these weights: once at the evaluator's batch size and memory layout (the
   evaluator's overhead) and once as a typical script writes it (NCHW, batches of 1000);
-- a per-image loop, timed on the first 500 images and extrapolated to 10,000 (said in the output).
+- a per-image loop, timed on the first 500 images and extrapolated to 10,000 (said in the output);
+- the service's path: the same evaluation in a fresh sandboxed child (grader.sandbox.reference_mode), so the
+  cost of isolation (starting Python and torch in a sandbox, reading the images file) shows as a ratio.
 Targets: evaluator ≥ 0.9× the bare loops' speed and ≥ 10× the per-image loop's.
 
 Needs GRADER_CIFAR10_ROOT; uses GRADER_TEST_CHECKPOINTS_DIR/resnet20-v1-optionA/resnet20-12fca82f.th when set,
@@ -29,6 +31,7 @@ from grader.evaluation import evaluate as evaluator
 from grader.evaluation.architecture import infer_network
 from grader.evaluation.cifar import load_cifar10_test
 from grader.evaluation.transforms import Preprocess
+from grader.sandbox import SandboxLimits, reference_mode, sandbox_available
 
 THREADS = 2
 PER_IMAGE_SUBSET = 500
@@ -128,6 +131,28 @@ def evaluator_run(path: Path, root: str, device: torch.device) -> Callable[[], o
     return run
 
 
+def isolated_run(path: Path, root: str, device: torch.device) -> Callable[[], object]:
+    limits = SandboxLimits(threads=THREADS)
+
+    def run() -> object:
+        reference_mode._RESULTS.clear()
+        return reference_mode.evaluate_reference(
+            path, preprocessing=PREPROCESSING, cifar10_root=root, device=device, limits=limits
+        )
+
+    return run
+
+
+def bench_isolation(device: torch.device, path: Path, root: str, t_eval: float) -> None:
+    isolated = isolated_run(path, root, device)
+    result = isolated()  # warm-up: the images file is written once per machine
+    t_isolated = min(timed(isolated, device) for _ in range(2))
+    print(
+        f"service path (fresh sandboxed child, isolation {result.get('isolation')}): {t_isolated:.2f} s "
+        f"-> {t_eval / t_isolated:.2f}x the in-process evaluator's speed, {t_isolated - t_eval:+.2f} s per evaluation"
+    )
+
+
 def bench(device: torch.device, path: Path, root: str) -> bool:
     started = time.perf_counter()
     testset = load_cifar10_test(root, device)
@@ -159,6 +184,10 @@ def bench(device: torch.device, path: Path, root: str) -> bool:
     )
     ok = min(t_same, t_plain) / t_eval >= 0.9 and t_one_all / t_eval >= 10
     print("targets (>= 0.9x bare, >= 10x per-image):", "met" if ok else "NOT met")
+    if sandbox_available() is None:
+        bench_isolation(device, path, root, t_eval)
+    else:
+        print(f"service path not measured: {sandbox_available()}")
     return ok
 
 

@@ -37,6 +37,7 @@ EVIDENCE_KEYS = (
     "checkpoint_sha256",
     "evaluator_version",
     "mode",
+    "isolation",
     "code_sha256",
 )
 ARCHITECTURE_FRACTIONS = {"wrong_activation": 0.5, "wrong_block": 0.5, "wrong_both": 0.0, "same_checkpoint": 0.0}

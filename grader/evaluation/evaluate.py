@@ -59,6 +59,10 @@ class ResultCache:
             self._results.move_to_end(key)
             return copy.deepcopy(self._results[key])
 
+    def clear(self) -> None:
+        with self._lock:
+            self._results.clear()
+
     def put(self, key: tuple[Any, ...], result: dict[str, Any]) -> None:
         with self._lock:
             self._results[key] = copy.deepcopy(result)

@@ -17,6 +17,7 @@ Student code never runs that way (see runner.run_sandboxed).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -37,7 +38,14 @@ from grader.evaluation.preprocessing import normalize_preprocessing
 from grader.evaluation.resnet import ForwardVariant
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.limits import SandboxLimits, SandboxStatus
-from grader.sandbox.runner import SandboxResult, isolation_here, path_inside, run_folder, run_sandboxed
+from grader.sandbox.runner import (
+    RESULT_FD_ENV,
+    SandboxResult,
+    isolation_here,
+    path_inside,
+    run_folder,
+    run_sandboxed,
+)
 from grader.sandbox.testset_file import images_file
 
 log = logging.getLogger(__name__)
@@ -72,7 +80,7 @@ def evaluate_reference(
     if cifar10_root is None:
         raise InfrastructureError("GRADER_CIFAR10_ROOT is not set: the folder holding cifar-10-batches-py/")
     limits = limits or SandboxLimits()
-    target = pick_device(device)
+    target = _usable_in_sandbox(pick_device(device), limits)
     spec = normalize_preprocessing(preprocessing)
     testset = load_cifar10_test(cifar10_root, "cpu")
     count = min(limit or len(testset), len(testset))
@@ -229,6 +237,33 @@ def _run_child(
             env={"PYTHONPATH": python_path},
             process_fallback=True,
         )
+
+
+GPU_PROBE = "import os, torch; torch.zeros(1, device='cuda').sum().item(); os.write(int(os.environ['{fd}']), b'1')"
+
+
+def _usable_in_sandbox(device: torch.device, limits: SandboxLimits) -> torch.device:
+    """`device`, or the CPU when a sandboxed child cannot use the GPU here (said once, loudly, in the log)."""
+    if device.type != "cuda" or _gpu_works_in_sandbox(limits.memory_bytes):
+        return device
+    return torch.device("cpu")
+
+
+@functools.cache
+def _gpu_works_in_sandbox(memory_bytes: int) -> bool:
+    probe = GPU_PROBE.format(fd=RESULT_FD_ENV)
+    limits = SandboxLimits(wall_seconds=120, cpu_seconds=120, memory_bytes=memory_bytes)
+    try:
+        run = run_sandboxed([sys.executable, "-c", probe], limits=limits, gpu=True, process_fallback=True)
+    except InfrastructureError as exc:
+        run = None
+        reason = str(exc)
+    else:
+        reason = run.stderr_tail.strip().splitlines()[-1:] or [run.message]
+    if run is not None and run.status is SandboxStatus.OK and run.payload == 1:
+        return True
+    log.error("a sandboxed child cannot use the GPU here (%s); checkpoints are evaluated on the CPU", reason)
+    return False
 
 
 def _write(path: Path, data: bytes) -> None:

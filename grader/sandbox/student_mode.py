@@ -237,6 +237,7 @@ def _evaluated(
         "device": describe_device(torch.device(device)),
         "torch_version": torch.__version__,
         "dataset": {"images": count, "pixels_sha256": testset.pixels_sha256},
+        "isolation": run.isolation,
         "sandbox": run.evidence(),
     }
 

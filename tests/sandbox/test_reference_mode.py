@@ -153,3 +153,19 @@ def test_the_images_file_holds_the_test_set_in_order_without_labels(cifar10_root
     assert path.stat().st_size == len(testset) * 3072
     assert path.read_bytes()[:3072] == testset.images[0].numpy().tobytes()
     assert oct(path.parent.stat().st_mode & 0o777) == "0o711"
+
+
+def test_a_gpu_the_sandbox_cannot_reach_means_evaluating_on_the_cpu(
+    resnet20_checkpoint: Path, cifar10_root: Path
+) -> None:
+    """Asked for the GPU, the child gets it only when a sandboxed probe can use it; else the CPU, correctly."""
+    reference_mode._gpu_works_in_sandbox.cache_clear()
+    result = reference_mode.evaluate_reference(
+        resnet20_checkpoint, preprocessing=IMAGENET, cifar10_root=cifar10_root, device="cuda", limits=LIMITS, limit=100
+    )
+    assert result["status"] == "evaluated"
+    if torch.cuda.is_available():  # a GPU worker: the probe must pass, or GPU evaluation silently never happens
+        assert result["device"].startswith("cuda")
+    else:
+        assert result["device"] == "cpu"
+        assert reference_mode._gpu_works_in_sandbox(LIMITS.memory_bytes) is False

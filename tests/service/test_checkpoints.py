@@ -57,6 +57,8 @@ def test_checkpoints_are_evaluated_on_the_gpu_queue_and_scored(
     assert v1["status"] == "correct" and v1["points"] == v1["max_points"]
     assert v1["evidence"]["accuracy_percent"] == 91.73
     assert (v1["evidence"]["correct"], v1["evidence"]["total"]) == (9173, 10000)
+    # Loaded and run in a sandboxed child of the worker, never in the worker's own process.
+    assert (v1["evidence"]["mode"], v1["evidence"]["isolation"]) == ("reference", "bubblewrap")
     assert parts["q1.v1_architecture"]["status"] == "correct"
 
     assert parts["q1.v2_architecture"]["status"] == "correct", parts["q1.v2_architecture"]
