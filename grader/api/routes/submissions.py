@@ -5,20 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile, status
+from fastapi import APIRouter, File, Query, UploadFile, status
 
 from grader.api.deps import CurrentUser, DispatcherDep, SessionDep, SettingsDep, StaffUser
 from grader.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionList, SubmissionPublic
+from grader.api.uploads import SubmissionUploadRoute
 from grader.domain.status import Role
-from grader.errors import InputError, RubricError
+from grader.errors import RubricError
 from grader.rubric.model import Rubric, RubricCatalog
 from grader.services import jobs, submissions
 from grader.services.views import describe_submission
 from grader.settings import Settings
 
 router = APIRouter(tags=["submissions"])
-FILE_FIELDS = {"answers", "v1", "v2", "v1_code", "v2_code"}
-REPEATABLE_FIELDS = {"v1_code", "v2_code"}
 CHUNK = 1024 * 1024
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 503)}
 
@@ -32,20 +31,6 @@ def _incoming(upload: UploadFile, field: str) -> submissions.IncomingFile:
     return submissions.IncomingFile(field=field, filename=upload.filename or field, chunks=_chunks(upload.file))
 
 
-async def _check_form_fields(request: Request) -> None:
-    form = await request.form()
-    unknown = sorted(set(form.keys()) - FILE_FIELDS)
-    if unknown:
-        raise InputError(
-            f"unknown form field {unknown[0]!r}; expected answers, v1, v2, v1_code, v2_code", field=unknown[0]
-        )
-    for field in FILE_FIELDS & set(form.keys()):
-        if len(form.getlist(field)) > 1 and field not in REPEATABLE_FIELDS:
-            raise InputError(f"form field {field!r} was sent more than once", field=field)
-        if any(isinstance(value, str) for value in form.getlist(field)):
-            raise InputError(f"form field {field!r} must be a file upload", field=field)
-
-
 def _rubric_or_none(settings: Settings, assignment_id: str) -> Rubric | None:
     try:
         return RubricCatalog(settings.rubrics_dir).get(assignment_id)
@@ -53,13 +38,6 @@ def _rubric_or_none(settings: Settings, assignment_id: str) -> Rubric | None:
         return None
 
 
-@router.post(
-    "/assignments/{assignment_id}/submissions",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=SubmissionAccepted,
-    responses=ERRORS,
-    dependencies=[Depends(_check_form_fields)],
-)
 def create_submission(
     assignment_id: str,
     user: CurrentUser,
@@ -97,6 +75,18 @@ def create_submission(
     jobs.queue_job(session, job=job, dispatcher=dispatcher)
     session.refresh(job)
     return SubmissionAccepted(id=submission.id, status=job.status, status_url=f"/api/v1/submissions/{submission.id}")
+
+
+# The upload route reads its own multipart body, each file held to its size limit while it streams in.
+router.add_api_route(
+    "/assignments/{assignment_id}/submissions",
+    create_submission,
+    methods=["POST"],
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SubmissionAccepted,
+    responses=ERRORS,
+    route_class_override=SubmissionUploadRoute,
+)
 
 
 @router.get("/submissions/{submission_id}", response_model=SubmissionPublic, responses=ERRORS)
