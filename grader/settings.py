@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     max_checkpoint_bytes: int = 256 * MiB
     max_submission_bytes: int = 600 * MiB
 
+    @property
+    def max_code_file_bytes(self) -> int:
+        """Each .py file (or code zip) in v1_code/v2_code: as large as 16 answer sheets (4 MiB by default)."""
+        return self.max_answers_bytes * 16
+
     task_time_limit_s: int = 900
     """Hard time limit of one grading or evaluation task; a job past it is marked failed, never stuck."""
     task_max_attempts: int = 3

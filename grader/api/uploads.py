@@ -37,8 +37,6 @@ MAX_PART_HEADER_BYTES = 16 * 1024
 """Header bytes of one part; older python-multipart releases keep no limit of their own on them."""
 SPOOL_MEMORY_BYTES = 1024 * 1024
 """A file part stays in memory up to this size, then moves to a temporary file (Starlette's choice too)."""
-CODE_FILE_ANSWER_SHEETS = 16
-"""Each v1_code/v2_code file may be as large as 16 answer sheets: the submission service's own limit on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +49,7 @@ class FileField:
 
 def submission_fields(settings: Settings) -> dict[str, FileField]:
     """The fields of a submission upload, in the order error messages list them."""
-    code = FileField(settings.max_answers_bytes * CODE_FILE_ANSWER_SHEETS, repeatable=True)
+    code = FileField(settings.max_code_file_bytes, repeatable=True)
     return {
         "answers": FileField(settings.max_answers_bytes),
         "v1": FileField(settings.max_checkpoint_bytes),

@@ -99,7 +99,7 @@ def _normalise_code(
             raise InputError(f"unknown code field {field!r}; expected v1_code or v2_code", field=field)
         if label not in checkpoint_fields:
             raise InputError(f"{field} was sent without a {label} checkpoint to run it with", field=field)
-        files = [(upload.filename, _read_all(upload, settings.max_answers_bytes * 16)) for upload in uploads]
+        files = [(upload.filename, _read_all(upload, settings.max_code_file_bytes)) for upload in uploads]
         zips[field] = normalise_code_upload(files, field=field)
     return zips
 
