@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,9 +71,10 @@ def wait_until_healthy(service: RunningService) -> None:
     raise RuntimeError(f"grader run did not become healthy in {START_TIMEOUT_S} s:\n{service.log()}")
 
 
-def start_service(backends: Backends, log_path: Path) -> RunningService:
+def start_service(backends: Backends, log_path: Path, extra_env: Mapping[str, str] | None = None) -> RunningService:
+    """`grader run` on `backends`; `extra_env` adds or overrides variables (e.g. other GRADER_SANDBOX_* limits)."""
     port = _free_port()
-    env = backends.env
+    env = {**backends.env, **(extra_env or {})}
     log_file = log_path.open("w")
     process = subprocess.Popen(
         [GRADER, "run", "--port", str(port)],
@@ -100,11 +101,39 @@ def stop_service(service: RunningService, timeout: float = 60) -> int:
         raise
 
 
+_SESSION_SERVICES: list[RunningService] = []
+"""The `service` fixture's service while it runs, so that a module needing other settings can pause it."""
+
+
 @pytest.fixture(scope="session")
 def service(backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
     running = start_service(backends, tmp_path_factory.mktemp("logs") / "service.log")
+    _SESSION_SERVICES.append(running)
     yield running
+    _SESSION_SERVICES.remove(running)
     stop_service(running)
+
+
+@contextmanager
+def session_service_paused(backends: Backends) -> Iterator[None]:
+    """Stop the session's service, if it runs, and start it again afterwards (same object, new process and port).
+
+    A service started with other settings on the same backends needs this: the session's worker consumes the
+    same queues and would take its tasks, evaluating them under the session's settings instead.
+    """
+    paused = list(_SESSION_SERVICES)
+    for running in paused:
+        stop_service(running)
+    try:
+        yield
+    finally:
+        for running in paused:
+            restarted = start_service(backends, running.log_path.with_name(f"restarted-{running.log_path.name}"))
+            running.process, running.base_url, running.log_path = (
+                restarted.process,
+                restarted.base_url,
+                restarted.log_path,
+            )
 
 
 @contextmanager
