@@ -209,4 +209,9 @@ def _preprocessing_note(context: CheckContext, label: str, result: Mapping[str, 
 
 
 def _evidence(result: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: result[key] for key in EVIDENCE_KEYS if key in result}
+    """The result's evidence; `evaluation_status` says how the evaluation ended (`evaluated`, `timed_out`...),
+    so clients can tell the reasons apart without reading the feedback."""
+    evidence = {key: result[key] for key in EVIDENCE_KEYS if key in result}
+    if "status" in result:
+        evidence["evaluation_status"] = result["status"]
+    return evidence

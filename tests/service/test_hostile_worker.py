@@ -166,12 +166,13 @@ def _code(folder: Path, network: str = NETWORK, image_utils: str = IMAGE_UTILS) 
     return write_submission(folder, network=network, image_utils=image_utils)
 
 
-def _post(client: httpx.Client, answers: bytes, **labels: tuple[Path, Path]) -> str:
-    """Submit `answers` and, per label, (checkpoint, code folder); the status URL."""
+def _post(client: httpx.Client, answers: bytes, **labels: tuple[Path, Path | None]) -> str:
+    """Submit `answers` and, per label, (checkpoint, code folder or None for reference mode); the status URL."""
     files = [("answers", ("answers.yaml", answers))]
     for label, (checkpoint, code) in labels.items():
         files.append((label, (checkpoint.name, checkpoint.read_bytes())))
-        files += [(f"{label}_code", (path.name, path.read_bytes())) for path in sorted(code.glob("*.py"))]
+        if code is not None:
+            files += [(f"{label}_code", (path.name, path.read_bytes())) for path in sorted(code.glob("*.py"))]
     response = client.post("/api/v1/assignments/csce636-hw3/submissions", files=files)
     assert response.status_code == 202, response.text
     return str(response.json()["status_url"])
@@ -183,16 +184,17 @@ def _graded(client: httpx.Client, status_url: str) -> tuple[dict[str, Any], dict
     return body, {part["id"]: part for part in body["parts"]}
 
 
-def _submit(hostile: HostileService, user: str, **labels: tuple[Path, Path]) -> dict[str, dict[str, Any]]:
+def _submit(hostile: HostileService, user: str, **labels: tuple[Path, Path | None]) -> dict[str, dict[str, Any]]:
     client = hostile.service.user(user)
     return _graded(client, _post(client, _sheet(), **labels))[1]
 
 
-def _assert_stopped(part: dict[str, Any], message: str) -> None:
-    """The part a canary's evaluation feeds: no score, and the feedback says why the run ended."""
+def _assert_stopped(part: dict[str, Any], status: str, message: str) -> None:
+    """The part a canary's evaluation feeds: no score, the evaluation's status, and the feedback says why."""
     assert part["status"] == "invalid" and part["points"] == 0, part
     evidence = part["evidence"] or {}
     assert evidence.get("mode") == "student_code", part
+    assert evidence.get("evaluation_status") == status, part
     assert "accuracy_percent" not in evidence and "correct" not in evidence, part
     assert re.search(message, part["feedback"]), part["feedback"]
 
@@ -284,10 +286,14 @@ def test_a_code_running_checkpoint_is_refused_and_code_sees_no_network_other_upl
 
     parts = _submit(hostile, "mallory", v1=(pickled, starter.code), v2=(starter.v2, snoop))
 
-    _assert_stopped(parts["q1.v1_accuracy"], r"checkpoint holds Python objects, not only tensors")
+    _assert_stopped(
+        parts["q1.v1_accuracy"], "rejected_invalid_file", r"checkpoint holds Python objects, not only tensors"
+    )
     assert not ran.exists()
     stopped = parts["q1.v2_accuracy"]
-    _assert_stopped(stopped, r"failed while preprocessing test records with parse_record: RuntimeError: SNOOP ")
+    _assert_stopped(
+        stopped, "crashed", r"failed while preprocessing test records with parse_record: RuntimeError: SNOOP "
+    )
     assert re.search(r"\(ImageUtils\.py, line \d+\)", stopped["feedback"]), stopped["feedback"]
     found = re.search(r"SNOOP (\{.*\})", stopped["feedback"])
     assert found is not None, stopped["feedback"]
@@ -302,6 +308,38 @@ def test_a_code_running_checkpoint_is_refused_and_code_sees_no_network_other_upl
     _assert_worker_healthy_and_next_graded(hostile, starter, tmp_path)
 
 
+def test_without_code_hostile_checkpoints_are_rejected_by_the_sandboxed_loader(
+    hostile: HostileService, starter: Starter, tmp_path: Path
+) -> None:
+    """Reference mode: the worker's sandboxed child loads the file; a code-running pickle and a truncated file are
+    rejected with the reason, nothing of them runs, and the worker goes on."""
+    ran = tmp_path / "pickle-ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.mkdir, (str(ran),))
+
+    pickled = tmp_path / "model-v1.pt"
+    torch.save({"state_dict": Payload()}, pickled)
+    truncated = tmp_path / "model-v2.pt"
+    truncated.write_bytes(starter.v2.read_bytes()[:4000])
+
+    parts = _submit(hostile, "mallory", v1=(pickled, None), v2=(truncated, None))
+
+    for label, message in (("v1", "holds Python objects, not only tensors"), ("v2", "looks truncated or corrupted")):
+        part = parts[f"q1.{label}_accuracy"]
+        assert part["status"] == "invalid" and part["points"] == 0, part
+        evidence = part["evidence"]
+        assert (evidence["mode"], evidence["isolation"], evidence["evaluation_status"]) == (
+            "reference",
+            "bubblewrap",
+            "rejected",
+        ), part
+        assert message in part["feedback"] and "model.state_dict()" in part["feedback"], part["feedback"]
+    assert not ran.exists()
+    _assert_worker_healthy_and_next_graded(hostile, starter, tmp_path)
+
+
 def test_a_fork_bomb_and_a_100_gb_allocation_end_at_their_limits(
     hostile: HostileService, starter: Starter, tmp_path: Path
 ) -> None:
@@ -311,9 +349,13 @@ def test_a_fork_bomb_and_a_100_gb_allocation_end_at_their_limits(
     parts = _submit(hostile, "mallory", v1=(starter.v1, fork_bomb), v2=(starter.v2, hoard))
 
     _assert_stopped(
-        parts["q1.v1_accuracy"], rf"tried to start more than {MAX_PROCESSES} processes or threads \(the limit\)"
+        parts["q1.v1_accuracy"],
+        "resource_limit",
+        rf"tried to start more than {MAX_PROCESSES} processes or threads \(the limit\)",
     )
-    _assert_stopped(parts["q1.v2_accuracy"], r"ran out of memory \(the limit is 5\.0 GiB\).*MemoryError")
+    _assert_stopped(
+        parts["q1.v2_accuracy"], "memory_limit", r"ran out of memory \(the limit is 5\.0 GiB\).*MemoryError"
+    )
     _assert_worker_healthy_and_next_graded(hostile, starter, tmp_path)
 
 
@@ -332,8 +374,8 @@ def test_code_that_spins_or_sleeps_forever_is_stopped_at_the_configured_time_lim
     assert running, "no sandbox process of this worker was seen while its runs took seconds"
     parts = _graded(client, status_url)[1]
 
-    _assert_stopped(parts["q1.v1_accuracy"], rf"stopped after using {CPU_S} s of CPU time \(the limit\)")
-    _assert_stopped(parts["q1.v2_accuracy"], rf"stopped after {WALL_S} s of wall-clock time \(the limit\)")
+    _assert_stopped(parts["q1.v1_accuracy"], "timed_out", rf"stopped after using {CPU_S} s of CPU time \(the limit\)")
+    _assert_stopped(parts["q1.v2_accuracy"], "timed_out", rf"stopped after {WALL_S} s of wall-clock time \(the limit\)")
     _assert_worker_healthy_and_next_graded(hostile, starter, tmp_path)
 
 
@@ -391,5 +433,9 @@ def test_printed_floods_and_fake_score_files_change_nothing_and_the_score_is_the
     stored = {f["field"]: f["sha256"] for f in body["files"] if f["field"].endswith("_code")}
     for sha in stored.values():
         assert hashlib.sha256(hostile.store_path(sha).read_bytes()).hexdigest() == sha
-    _assert_stopped(parts["q1.v2_accuracy"], r"stopped for printing more than 1048576 bytes to stdout \(the limit\)")
+    _assert_stopped(
+        parts["q1.v2_accuracy"],
+        "resource_limit",
+        r"stopped for printing more than 1048576 bytes to stdout \(the limit\)",
+    )
     _assert_worker_healthy_and_next_graded(hostile, starter, tmp_path)
