@@ -1,4 +1,9 @@
-"""Evaluating one checkpoint on the CIFAR-10 test set: load, map onto the reference, predict, summarise."""
+"""Evaluating one checkpoint on the CIFAR-10 test set: load, map onto the reference, predict, summarise.
+
+The pieces run in whichever process loads the file: for uploads, always a sandboxed child (grader/evaluation/
+child.py, started by grader.sandbox.reference_mode, which scores with `best_run` and `summarize`).
+`evaluate_checkpoint` runs everything in the calling process: for trusted files only (tests, benchmarks).
+"""
 
 from __future__ import annotations
 

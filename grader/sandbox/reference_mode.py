@@ -101,7 +101,7 @@ def evaluate_reference(
         more = _child(data, sha256, spec, testset, count, target, "alternatives", limits)
         if isinstance(more, _Predicted):
             runs = _until_target([*runs, *more.runs], count)
-        else:  # the default's result stands; say why no alternative was tried
+        else:  # the default's result stands; the log says why no alternative was scored
             log.warning("alternative forward passes of %s not evaluated: %s", sha256[:12], more.get("message"))
     result = summarize(
         best_run(runs),
