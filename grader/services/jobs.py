@@ -76,6 +76,8 @@ def run_job(
     """
     job = session.get(GradingJob, job_id)
     if job is None:
+        # Not ours: a message from another deployment sharing the broker, or a database that was reset.
+        log.warning("job %s is not in this worker's database; check that API and workers share one", job_id)
         return JobStatus.FAILED
     status = JobStatus(job.status)
     if status.is_final:
