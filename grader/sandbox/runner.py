@@ -186,10 +186,10 @@ def run_sandboxed(
             "Development only; never on a server that holds real submissions. !!!",
             INSECURE_ENV,
         )
-        return _run_insecure(command, limits, gpu, env or {})
+        return _run_plain_process(command, limits, gpu, env or {})
     if isolation_here(process_fallback=process_fallback) == "process":
         _warn_process_fallback()
-        return _run_insecure(command, limits, gpu, env or {}, insecure=False)
+        return _run_plain_process(command, limits, gpu, env or {}, insecure=False)
     found = bwrap.find_bubblewrap()
     assert found is not None  # sandbox_available checked it
     return _run_bwrap(found, command, binds, limits, gpu, env or {})
@@ -237,7 +237,7 @@ def _warn_process_fallback() -> None:
     )
 
 
-def _run_insecure(
+def _run_plain_process(
     command: Sequence[str], limits: SandboxLimits, gpu: bool, extra_env: Mapping[str, str], *, insecure: bool = True
 ) -> SandboxResult:
     read_fd, write_fd = os.pipe()
