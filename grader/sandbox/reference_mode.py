@@ -23,6 +23,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +94,13 @@ def evaluate_reference(
     if cached is not None:
         return cached
     started = time.perf_counter()
-    first = _child(data, sha256, spec, testset, count, target, "default", limits)
+    job = _ChildJob(data, sha256, spec, testset, count, target, limits)
+    first = _child(job, "default")
     if not isinstance(first, _Predicted):
         return {**first, "checkpoint_sha256": sha256}
     runs = first.runs
     if not reached_target(runs[0][1], count) and first.variants_left:
-        more = _child(data, sha256, spec, testset, count, target, "alternatives", limits)
+        more = _child(job, "alternatives")
         if isinstance(more, _Predicted):
             runs = _until_target([*runs, *more.runs], count)
         else:  # the default's result stands; the log says why no alternative was scored
@@ -165,19 +167,24 @@ def _until_target(runs: list[Run], count: int) -> list[Run]:
     return runs
 
 
-def _child(
-    data: bytes,
-    sha256: str,
-    preprocessing: dict[str, Any],
-    testset: Cifar10TestSet,
-    count: int,
-    device: torch.device,
-    variants: str,
-    limits: SandboxLimits,
-) -> _Predicted | dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _ChildJob:
+    """What every child run of one evaluation is given."""
+
+    data: bytes
+    sha256: str
+    preprocessing: dict[str, Any]
+    testset: Cifar10TestSet
+    count: int
+    device: torch.device
+    limits: SandboxLimits
+
+
+def _child(job: _ChildJob, variants: str) -> _Predicted | dict[str, Any]:
     """One child run: its checked predictions, or the final result (rejected, a limit) it ends in."""
     isolation = isolation_here(process_fallback=True)
-    run = _run_child(data, sha256, preprocessing, testset, count, device, variants, limits, isolation)
+    run = _run_child(job, variants, isolation)
+    sha256, limits = job.sha256, job.limits
     if run.status in STUDENT_LIMITS:
         message = f"Evaluating your checkpoint {run.message}."
         return {"status": str(run.status), "message": message, "isolation": isolation}
@@ -186,54 +193,44 @@ def _child(
     if run.status is SandboxStatus.OK and status == "rejected":
         architecture = payload.get("architecture") if isinstance(payload.get("architecture"), dict) else None
         message = str(payload.get("message", "not a usable checkpoint"))[:2000]
-        return {**rejected(message, sha256, len(data), architecture), "isolation": isolation}
+        return {**rejected(message, sha256, len(job.data), architecture), "isolation": isolation}
     if run.status is SandboxStatus.OK and status == "error" and payload.get("kind") == "memory":
         message = f"Evaluating your checkpoint ran out of memory (the limit is {limits.memory_bytes / 2**30:.1f} GiB)."
         return {"status": str(SandboxStatus.MEMORY_LIMIT), "message": message, "isolation": isolation}
     if run.status is SandboxStatus.OK and status == "predicted":
         try:
-            return _Predicted(payload, testset.labels[:count], run.isolation)
+            return _Predicted(payload, job.testset.labels[: job.count], run.isolation)
         except ValueError as exc:
             raise InfrastructureError(f"the evaluation child returned an unusable result: {exc}") from exc
     detail = payload.get("message") or run.payload_error or run.message
     raise InfrastructureError(f"the evaluation child for {sha256[:12]} failed ({run.status}): {str(detail)[:500]}")
 
 
-def _run_child(
-    data: bytes,
-    sha256: str,
-    preprocessing: dict[str, Any],
-    testset: Cifar10TestSet,
-    count: int,
-    device: torch.device,
-    variants: str,
-    limits: SandboxLimits,
-    isolation: str,
-) -> SandboxResult:
+def _run_child(job: _ChildJob, variants: str, isolation: str) -> SandboxResult:
     with run_folder("grader-reference-") as work:
         inputs = Bind(work / "input", INPUT_TARGET)
-        images = Bind(images_file(testset), TESTSET_TARGET)
+        images = Bind(images_file(job.testset), TESTSET_TARGET)
         lib = Bind(PACKAGE, f"{LIB_TARGET}/{PACKAGE.name}")
         inputs.source.mkdir(mode=0o755)
-        _write(inputs.source / "checkpoint.bin", data)
+        _write(inputs.source / "checkpoint.bin", job.data)
         inside = path_inside(inputs, isolation)
-        job = {
+        spec = {
             "checkpoint": f"{inside}/checkpoint.bin",
-            "checkpoint_sha256": sha256,
+            "checkpoint_sha256": job.sha256,
             "images": path_inside(images, isolation),
-            "count": count,
-            "preprocessing": preprocessing,
-            "device": str(device),
-            "threads": limits.threads,
+            "count": job.count,
+            "preprocessing": job.preprocessing,
+            "device": str(job.device),
+            "threads": job.limits.threads,
             "variants": variants,
         }
-        _write(inputs.source / "job.json", json.dumps(job).encode())
+        _write(inputs.source / "job.json", json.dumps(spec).encode())
         python_path = LIB_TARGET if isolation == "bubblewrap" else str(PACKAGE.parent)
         return run_sandboxed(
             [sys.executable, "-B", "-m", "grader.evaluation.child", f"{inside}/job.json"],
             binds=[lib, inputs, images],
-            limits=limits,
-            gpu=device.type == "cuda",
+            limits=job.limits,
+            gpu=job.device.type == "cuda",
             env={"PYTHONPATH": python_path},
             process_fallback=True,
         )
