@@ -1,4 +1,4 @@
-"""The reference-mode evaluation child: loads one uploaded checkpoint and predicts, in a process of its own.
+"""The evaluation child: loads one uploaded checkpoint and predicts, in a process of its own.
 
 Run as `python -m grader.evaluation.child JOB.json`, inside the sandbox (see grader/sandbox/reference_mode.py).
 Uploaded checkpoints are untrusted: even a weights-only load is a parser facing hostile bytes, so it never
@@ -11,7 +11,14 @@ document goes to the result pipe (`$GRADER_RESULT_FD`):
     {"status": "rejected", "message": ..., "architecture": {...} | null}        not a usable checkpoint
     {"status": "error", "kind": "memory" | "device_memory", "message": ...}     a limit was hit
 
-The parent scores the predictions against its own labels: nothing this process writes can set an accuracy.
+A job with a `program` (student-code mode, grader/evaluation/program.py) runs the graph the student's code
+exported instead of the reference family, with the checkpoint's tensors, and also records one traced pass:
+
+    {"status": "predicted", "checkpoint": {...}, "device": ..., "predictions": [int, ...], "trace": {...}, ...}
+    {"status": "rejected", "message": ..., "cause": "checkpoint" | "weights" | "program"}
+
+No student code runs here. The parent scores the predictions against its own labels: nothing this process
+writes can set an accuracy.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from grader.evaluation.evaluate import Rejection, describe_device, load_reference, predict_variants
+from grader.evaluation.checkpoint import CheckpointRejected, parse_checkpoint
+from grader.evaluation.evaluate import Rejection, describe_device, exact_fp32, load_reference, predict_variants
 from grader.evaluation.preprocessing import normalize_preprocessing
+from grader.evaluation.program import Program, ProgramRejected, WeightsMismatch
 from grader.evaluation.resnet import applicable_variants
+from grader.evaluation.transforms import Preprocess
 
 RESULT_FD_ENV = "GRADER_RESULT_FD"
 RECORD_BYTES = 3 * 32 * 32
@@ -51,6 +61,8 @@ def main(argv: list[str]) -> int:
 
 
 def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    if job.get("program"):
+        return run_program_job(job)
     started = time.perf_counter()
     torch.set_num_threads(int(job["threads"]))
     device = torch.device(str(job["device"]))
@@ -79,6 +91,58 @@ def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
             "inference": round(time.perf_counter() - loaded, 3),
         },
     }
+
+
+def run_program_job(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The student's exported graph with the checkpoint's tensors, on the grader's preprocessing of the images."""
+    started = time.perf_counter()
+    torch.set_num_threads(int(job["threads"]))
+    device = torch.device(str(job["device"]))
+    data = Path(job["checkpoint"]).read_bytes()
+    try:
+        checkpoint = parse_checkpoint(data, sha256=str(job["checkpoint_sha256"]), device=torch.device("cpu"))
+    except CheckpointRejected as exc:
+        return {"status": "rejected", "message": exc.message, "cause": "checkpoint"}
+    try:
+        program = Program.from_json(json.loads(Path(job["program"]).read_text()))
+        network = program.bind(checkpoint.tensors, checkpoint.stripped_prefix).to(device)
+        loaded = time.perf_counter()
+        images = read_images(Path(job["images"]), int(job["count"]), device)
+        preprocess = Preprocess(normalize_preprocessing(job["preprocessing"]), device)
+        with torch.inference_mode(), exact_fp32(device):
+            trace = network.trace(_padded(preprocess(images[:2]), program.fixed_batch))
+            predictions = _predict_program(network, images, preprocess, int(job["batch_size"]), program.fixed_batch)
+    except ProgramRejected as exc:
+        cause = "weights" if isinstance(exc, WeightsMismatch) else "program"
+        return {"status": "rejected", "message": exc.message, "cause": cause}
+    return {
+        "status": "predicted",
+        "checkpoint": checkpoint.describe(),
+        "device": describe_device(device),
+        "predictions": predictions,
+        "trace": trace,
+        "seconds": {"load": round(loaded - started, 3), "inference": round(time.perf_counter() - loaded, 3)},
+    }
+
+
+def _predict_program(
+    network: Any, images: torch.Tensor, preprocess: Preprocess, batch_size: int, fixed_batch: int | None
+) -> list[int]:
+    """Predicted classes; a graph exported for one batch size gets batches of exactly that size (last one padded)."""
+    size = fixed_batch or batch_size
+    predictions: list[int] = []
+    for start in range(0, images.shape[0], size):
+        batch = preprocess(images[start : start + size])
+        logits = network(_padded(batch, fixed_batch))
+        predictions += logits[: batch.shape[0]].argmax(dim=1).tolist()
+    return predictions
+
+
+def _padded(batch: torch.Tensor, fixed_batch: int | None) -> torch.Tensor:
+    """`batch` with zero images appended up to `fixed_batch` (a graph exported for that batch size only)."""
+    if not fixed_batch or batch.shape[0] >= fixed_batch:
+        return batch
+    return torch.cat([batch, batch.new_zeros((fixed_batch - batch.shape[0], *batch.shape[1:]))])
 
 
 def read_images(path: Path, count: int, device: torch.device) -> torch.Tensor:

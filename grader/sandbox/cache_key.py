@@ -12,7 +12,7 @@ from grader.evaluation.cache_key import EVALUATOR_VERSION
 from grader.sandbox.archive import code_sha256, read_code_dir
 from grader.sandbox.interface import ModelInterface
 
-SANDBOX_VERSION = "sandbox-1"
+SANDBOX_VERSION = "sandbox-2"
 """Bump when the harness or the reading of its output changes in a way that could alter a result."""
 
 

@@ -1,28 +1,36 @@
-"""Runs inside the sandbox: builds a student's network from their own code, loads their weights, predicts labels.
+"""Runs inside the sandbox: builds a student's network from their own code and hands back what it computes.
+
+Nothing this process says about itself is taken on trust (the student's code runs in it and could write any
+result), so it never sees the checkpoint or the test images and reports no predictions. It hands back:
+- `program`: the network's computation graph (torch.export of the module, functionalised, with a dynamic batch
+  dimension), written as plain JSON: no pickle. The grader checks it against an allow-list of operations, binds
+  every weight it reads to the uploaded checkpoint's tensors and runs it on the test images itself, in a child
+  without student code (grader/evaluation/program.py), and infers the architecture from that run.
+- `probe`: what the student's preprocessing returns for records the grader made (random images), twice. The
+  grader identifies the transform (one of the known kinds, with its parameters) and applies its own
+  implementation to the test images, so the student's function never sees a test image.
 
 Standalone on purpose (standard library, numpy and torch only; never imports `grader`): it is copied into the
 sandbox and run as `python harness.py JOB.json`. It writes exactly one JSON document to the result pipe
 (`$GRADER_RESULT_FD`) and nothing else there:
 
-    {"predictions": [int, ...], "trace": {...}, "info": {...}}      on success (exit status 0)
-    {"error": {"kind": ..., "stage": ..., "message": ...}}          otherwise (exit status 3)
+    {"program": {...}, "probe": [{"shape": [...], "data": base64 float32}, ...], "info": {...}}   exit status 0
+    {"error": {"kind": ..., "stage": ..., "message": ...}}                                         exit status 3
 
-Error kinds: "invalid_checkpoint" (not weights only / unreadable), "checkpoint_mismatch" (the weights do not
-fit the student's network), "missing_module", "interface" (the factory or preprocessing returned something
-unusable), "student_code" (their code raised), and the limits: "memory", "processes", "file_size".
-The test images come as raw uint8 records without labels: accuracy is computed by the parent, never here.
+Error kinds: "missing_module", "interface" (the factory or preprocessing returned something unusable),
+"export" (torch.export cannot capture the network's forward), "student_code" (their code raised), and the
+limits: "memory", "processes", "file_size".
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import importlib
-import io
 import json
+import math
 import os
-import pickle
-import re
 import sys
 import time
 import traceback
@@ -32,23 +40,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.overrides import TorchFunctionMode
 
 RECORD_BYTES = 3072
-SAVE_HINT = (
-    "save the weights with torch.save(model.state_dict(), 'model-v1.pt') (or as .safetensors) and upload that file"
-)
-CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "model_state", "weights")
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-MAX_EVENTS = 20_000
-MAX_MODULES = 5_000
+PROGRAM_FORMAT = 1
+FIXED_BATCH = 100
+"""Where a network cannot be exported with a free batch size (e.g. it reshapes to a fixed batch), it is exported
+for batches of this size and the grader pads the last batch."""
+MAX_NODES = 20_000
+MAX_CONSTANT_VALUES = 4096
 MEMORY_TEXT = ("can't allocate memory", "Cannot allocate memory", "out of memory")
-ACTIVATIONS = frozenset({"relu6", "leaky_relu", "elu", "gelu", "selu", "silu", "hardtanh", "mish", "celu", "prelu"})
-ADDS = frozenset({"add", "add_", "__add__", "__radd__", "__iadd__"})
-POOLS = frozenset({"avg_pool2d", "adaptive_avg_pool2d", "max_pool2d", "adaptive_max_pool2d"})
 STUDENT_FILES: list[str] = []
-CALLABLE_NAMES: dict[int, str] = {}
 """Folder prefixes of the student's files, to point error messages at their own line (sys.path may change)."""
+CALLABLE_NAMES: dict[int, str] = {}
 
 
 class HarnessError(Exception):
@@ -75,12 +78,10 @@ def main(argv: list[str]) -> int:
 
 
 def evaluate(job: Mapping[str, Any]) -> dict[str, Any]:
-    """Import, build, load, trace, predict; the payload for the parent."""
+    """Import, build, probe the preprocessing, export the network's graph; the payload for the parent."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     torch.set_num_threads(int(job.get("threads", 2)))
-    device = torch.device(job.get("device", "cpu"))
-    _exact_fp32(device)
     code_dir = str(job["code_dir"])
     sys.path.insert(0, code_dir)
     STUDENT_FILES.append(code_dir + os.sep)
@@ -90,29 +91,27 @@ def evaluate(job: Mapping[str, Any]) -> dict[str, Any]:
     factory = _function(module, network["factory"])
     seconds["import"] = _lap(started)
     model = _build(factory, network["arguments"])
-    _load_weights(model, job["checkpoint"])
-    model = _stage_call("moving the model to " + str(device), lambda: model.to(device).eval())
-    seconds["load"] = _lap(started) - seconds["import"]
-    images = _read_images(job["images"], int(job["count"]))
+    probes = _read_images(job["probes"], int(job["probe_count"]))
     record = _record_preparer(job.get("record_dtype", "float32"))
     kwargs = dict(preprocess.get("keyword_arguments", {}))
-    trace = trace_model(model, _preprocess(parse, images[:2], record, kwargs), device)
-    predictions, classes = _predict(model, parse, images, record, kwargs, device, int(job.get("batch_size", 200)))
-    seconds["predict"] = _lap(started) - seconds["load"] - seconds["import"]
-    info = {"torch_version": torch.__version__, "device": str(device), "output_classes": classes, "seconds": seconds}
-    return {"predictions": predictions, "trace": trace, "info": info}
+    first = _preprocess(parse, probes, record, kwargs)
+    again = _preprocess(parse, probes, record, kwargs)
+    seconds["probe"] = _lap(started) - seconds["import"]
+    model = _stage_call("switching your network to evaluation mode", model.eval)
+    program = export_program(model, first[:2])
+    seconds["export"] = _lap(started) - seconds["probe"] - seconds["import"]
+    info = {"torch_version": torch.__version__, "seconds": seconds}
+    return {"program": program, "probe": [_encode(first), _encode(again)], "info": info}
+
+
+def _encode(batch: torch.Tensor) -> dict[str, Any]:
+    """float32 values, little-endian, base64: a compact, exact copy of what the student's function returned."""
+    values = batch.detach().to(torch.float32).contiguous().numpy().astype("<f4")
+    return {"shape": list(values.shape), "data": base64.b64encode(values.tobytes()).decode("ascii")}
 
 
 def _lap(started: float) -> float:
     return round(time.perf_counter() - started, 3)
-
-
-def _exact_fp32(device: torch.device) -> None:
-    """Same numbers on any GPU (no TF32, deterministic cuDNN), as the grader's own evaluator does."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
 
 
 @contextlib.contextmanager
@@ -188,78 +187,6 @@ def _build(factory: Any, arguments: Mapping[str, Any]) -> torch.nn.Module:
     return model
 
 
-def _load_weights(model: torch.nn.Module, path: str) -> None:
-    raw = read_checkpoint(Path(path).read_bytes())
-    expected = _stage_call("reading your network's state_dict()", model.state_dict)
-    state = _best_naming(_unwrap(raw), set(expected))
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong:
-        parts = [
-            f"{label}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}"
-            for label, names in (("missing", missing), ("unexpected", unexpected), ("different shapes", wrong))
-            if names
-        ]
-        raise HarnessError("checkpoint_mismatch", "loading the weights into your network", "; ".join(parts))
-    with student_stage("loading the weights into your network"):
-        model.load_state_dict(state, strict=False)
-
-
-def read_checkpoint(data: bytes) -> Any:
-    """The file's contents, weights only: a safetensors file, or torch.load's restricted unpickler."""
-    stage = "loading the checkpoint"
-    if not data:
-        raise HarnessError("invalid_checkpoint", stage, f"the checkpoint file is empty; {SAVE_HINT}")
-    if data[8:9] == b"{":  # an 8-byte header length, then safetensors' JSON header
-        from safetensors.torch import load as load_safetensors
-
-        try:
-            return load_safetensors(data)
-        except Exception as exc:  # SafetensorError and friends: a malformed header or truncated data
-            message = f"safetensors file cannot be read ({exc}); {SAVE_HINT}"
-            raise HarnessError("invalid_checkpoint", stage, message) from exc
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        what = f" (it refers to {found.group(1)})" if found else ""
-        raise HarnessError(
-            "invalid_checkpoint",
-            stage,
-            f"checkpoint holds Python objects, not only tensors{what}; only weights are loaded, never code from a "
-            f"file, so a whole model saved with torch.save(model) cannot be used: {SAVE_HINT}",
-        ) from exc
-    except Exception as exc:  # torch raises many kinds for files that are not plain state dicts
-        message = f"checkpoint cannot be read ({type(exc).__name__}: {str(exc)[:300]}); {SAVE_HINT}"
-        raise HarnessError("invalid_checkpoint", stage, message) from exc
-
-
-def _unwrap(raw: Any) -> dict[str, torch.Tensor]:
-    """The tensors of a state dict, found inside {'state_dict': ...}-style containers."""
-    for _ in range(4):
-        if isinstance(raw, Mapping) and any(isinstance(v, torch.Tensor) for v in raw.values()):
-            return {k: v for k, v in raw.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-        inner = next((k for k in CONTAINER_KEYS if isinstance(raw, Mapping) and isinstance(raw.get(k), Mapping)), None)
-        if inner is None:
-            break
-        raw = raw[inner]
-    raise HarnessError("invalid_checkpoint", "loading the checkpoint", "no state_dict (name → tensor mapping) found")
-
-
-def _best_naming(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
-    """The state as saved, or with DataParallel/compile prefixes removed: whichever names fit the network."""
-    candidates = [state]
-    for prefix in WRAPPER_PREFIXES:
-        if state and all(k.startswith(prefix) for k in candidates[-1]):
-            candidates.append({k[len(prefix) :]: v for k, v in candidates[-1].items()})
-    return max(candidates, key=lambda c: len(expected & set(c)))
-
-
 def _read_images(path: str, count: int) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8, count=count * RECORD_BYTES)
     return data.reshape(count, RECORD_BYTES)
@@ -272,7 +199,7 @@ def _record_preparer(dtype: str) -> Any:
 
 
 def _preprocess(parse: Any, rows: np.ndarray, record: Any, kwargs: Mapping[str, Any]) -> torch.Tensor:
-    with student_stage(f"preprocessing test records with {_name(parse)}"):
+    with student_stage(f"preprocessing records with {_name(parse)}"):
         arrays = [_as_array(parse(record(row), **kwargs)) for row in rows]
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1 or len(next(iter(shapes))) != 3:
@@ -290,196 +217,95 @@ def _as_array(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float32)
 
 
-def _predict(
-    model: torch.nn.Module,
-    parse: Any,
-    images: np.ndarray,
-    record: Any,
-    kwargs: Mapping[str, Any],
-    device: torch.device,
-    batch_size: int,
-) -> tuple[list[int], int]:
-    predictions: list[int] = []
-    classes = 0
-    for start in range(0, images.shape[0], batch_size):
-        batch = _preprocess(parse, images[start : start + batch_size], record, kwargs).to(device)
-        with torch.inference_mode(), student_stage("running the network on the test images"):
-            output = model(batch)
-        logits = output[0] if isinstance(output, tuple | list) else output
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != batch.shape[0]:
-            raise HarnessError(
-                "interface", "running the network", f"expected logits of shape [batch, classes], got {_shape(logits)}"
+def export_program(model: torch.nn.Module, sample: torch.Tensor) -> dict[str, Any]:
+    """The network's forward on inputs shaped like `sample`, as the JSON program the grader runs."""
+    stage = "exporting your network's forward with torch.export (it must not branch on tensor values)"
+    with student_stage(stage):
+        try:
+            exported = torch.export.export(
+                model, (sample,), dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},), strict=False
             )
-        classes = int(logits.shape[1])
-        predictions += logits.argmax(dim=1).tolist()
-    return predictions, classes
+            fixed_batch = None
+        except Exception:  # e.g. a view to a fixed batch size: export for one batch size instead
+            batch = sample[:1].expand(FIXED_BATCH, *sample.shape[1:]).clone()
+            exported = torch.export.export(model, (batch,), strict=False)
+            fixed_batch = FIXED_BATCH
+        exported = exported.run_decompositions({})  # functional: no in-place updates, buffers never change
+    return _program_json(exported, fixed_batch, stage)
 
 
-def _shape(value: Any) -> str:
-    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+def _program_json(exported: Any, fixed_batch: int | None, stage: str) -> dict[str, Any]:
+    from torch.export.graph_signature import InputKind, OutputKind
 
-
-def trace_model(model: torch.nn.Module, batch: torch.Tensor, device: torch.device) -> dict[str, Any]:
-    """Modules and the calls of one forward pass on `batch` (2 images), with which output feeds which call."""
-    names = {id(module): name for name, module in model.named_modules()}
-    tracer = Tracer(names)
-    hooks = [
-        torch.nn.modules.module.register_module_forward_pre_hook(tracer.enter),
-        torch.nn.modules.module.register_module_forward_hook(tracer.leave, always_call=True),
+    kinds = {InputKind.PARAMETER: "parameter", InputKind.BUFFER: "buffer", InputKind.CONSTANT_TENSOR: "constant"}
+    inputs = []
+    for spec in exported.graph_signature.input_specs:
+        kind = "input" if spec.kind == InputKind.USER_INPUT else kinds.get(spec.kind, str(spec.kind))
+        inputs.append({"name": getattr(spec.arg, "name", ""), "kind": kind, "target": spec.target or ""})
+    constants = {}
+    for target, value in exported.constants.items():
+        if isinstance(value, torch.Tensor):
+            small = value.numel() <= MAX_CONSTANT_VALUES
+            values = value.detach().to(torch.float64).flatten().tolist() if small else None
+            constants[target] = {"shape": list(value.shape), "dtype": _dtype(value.dtype), "values": values}
+    nodes = [_node(node) for node in exported.graph.nodes if node.op == "call_function"]
+    if len(nodes) > MAX_NODES:
+        raise HarnessError("export", stage, f"the graph has {len(nodes)} operations; at most {MAX_NODES}")
+    outputs = [
+        {"ref": getattr(spec.arg, "name", "")}
+        for spec in exported.graph_signature.output_specs
+        if spec.kind == OutputKind.USER_OUTPUT
     ]
-    batch = batch.to(device)
-    tracer.start(batch)
-    try:
-        with torch.inference_mode(), student_stage("running the network on the test images"), tracer:
-            model(batch)
-    finally:
-        for hook in hooks:
-            hook.remove()
     return {
-        "modules": describe_modules(model),
-        "events": tracer.events,
-        "truncated": tracer.truncated,
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "format": PROGRAM_FORMAT,
+        "fixed_batch": fixed_batch,
+        "inputs": inputs,
+        "constants": constants,
+        "nodes": nodes,
+        "outputs": outputs,
     }
 
 
-def describe_modules(model: torch.nn.Module) -> list[dict[str, Any]]:
-    """Leaf modules with their shapes: convolutions, batch norms, linear layers and the rest by type."""
-    found = []
-    for name, module in model.named_modules():
-        if len(found) >= MAX_MODULES:
-            break
-        if any(True for _ in module.children()):
-            continue
-        entry: dict[str, Any] = {"name": name, "type": type(module).__name__}
-        if isinstance(module, torch.nn.modules.conv._ConvNd):
-            entry.update(
-                {
-                    "in": module.in_channels,
-                    "out": module.out_channels,
-                    "k": list(module.kernel_size),
-                    "s": list(module.stride),
-                }
-            )
-        elif isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            entry["c"] = module.num_features
-        elif isinstance(module, torch.nn.Linear):
-            entry.update({"in": module.in_features, "out": module.out_features})
-        found.append(entry)
-    return found
+def _node(node: Any) -> dict[str, Any]:
+    stack = node.meta.get("nn_module_stack") or {}
+    module, module_type = next(reversed(stack.values())) if stack else ("", "")
+    if str(module).startswith("_empty_nn_module_stack"):  # torch's placeholder for "no module"
+        module, module_type = "", ""
+    module_type = getattr(module_type, "__name__", str(module_type)).rsplit(".", 1)[-1]
+    target = node.target
+    op = "getitem" if getattr(target, "__name__", "") == "getitem" else str(target)
+    if not isinstance(target, torch._ops.OpOverload) and op != "getitem":
+        op = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+    return {
+        "name": node.name,
+        "op": op,
+        "args": [_argument(a) for a in node.args],
+        "kwargs": {str(k): _argument(v) for k, v in node.kwargs.items()},
+        "module": str(module),
+        "module_type": module_type,
+    }
 
 
-class Tracer(TorchFunctionMode):
-    """Records conv / batch_norm / relu / add / linear / pool calls: [op, module, inputs, attributes].
-
-    `inputs` has one list per tensor argument: the indices of the recorded calls whose outputs reach it
-    (through unrecorded calls such as views, slicing or padding); [] is the network input or a constant.
-    Every tensor seen is kept alive until the pass ends, so an `id()` names one tensor only.
-    """
-
-    def __init__(self, names: Mapping[int, str]) -> None:
-        super().__init__()
-        self.names = names
-        self.stack: list[str] = []
-        self.events: list[list[Any]] = []
-        self.truncated = False
-        self._producers: dict[int, tuple[int, ...]] = {}
-        self._alive: list[Any] = []
-
-    def enter(self, module: torch.nn.Module, args: Any) -> None:
-        self.stack.append(self.names.get(id(module), self.stack[-1] if self.stack else ""))
-
-    def leave(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if self.stack:
-            self.stack.pop()
-
-    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
-        result = func(*args, **kwargs)
-        try:
-            self._record(getattr(func, "__name__", ""), args, kwargs, result)
-        except Exception:  # tracing must never break the student's forward pass
-            self.truncated = True
-        return result
-
-    def _record(self, name: str, args: Any, kwargs: Mapping[str, Any], result: Any) -> None:
-        outputs = [t for t in _flat(result) if isinstance(t, torch.Tensor)]
-        if not outputs:
-            return
-        op = _op(name)
-        inputs = [list(self._producers.get(id(t), ())) for t in _data_arguments(op, args, kwargs)]
-        if op is None or len(self.events) >= MAX_EVENTS:
-            # Views, slicing, padding...: their outputs carry the producers of their inputs on.
-            self.truncated = self.truncated or op is not None
-            produced = tuple(sorted({i for group in inputs for i in group}))
-        else:
-            produced = (len(self.events),)
-            module = self.stack[-1] if self.stack else ""
-            self.events.append([op, module, inputs, _attributes(op, name, args, kwargs, outputs[0])])
-        self._alive += [*outputs, *_flat(list(args))]
-        for tensor in outputs:
-            self._producers[id(tensor)] = produced
-
-    def start(self, batch: torch.Tensor) -> None:
-        self._producers[id(batch)] = ()
+def _argument(value: Any) -> Any:
+    if isinstance(value, torch.fx.Node):
+        return {"ref": value.name}
+    if isinstance(value, list | tuple):
+        return [_argument(v) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {"float": repr(value)}
+    if isinstance(value, torch.dtype):
+        return {"dtype": _dtype(value)}
+    if isinstance(value, torch.device):
+        return {"device": value.type}
+    if isinstance(value, torch.memory_format | torch.layout):
+        return {type(value).__name__: str(value).removeprefix("torch.")}
+    return {"unsupported": type(value).__name__}
 
 
-def _data_arguments(op: str | None, args: Any, kwargs: Mapping[str, Any]) -> list[torch.Tensor]:
-    """The activations a call reads: both operands of an addition, the input of a layer, any tensor otherwise."""
-    tensors = [t for t in _flat([*args, *kwargs.values()]) if isinstance(t, torch.Tensor)]
-    tensors = [t for t in tensors if not isinstance(t, torch.nn.Parameter)]
-    if op == "add":
-        return tensors[:2]
-    return tensors[:1] if op is not None else tensors
-
-
-def _flat(value: Any) -> list[Any]:
-    if isinstance(value, tuple | list):
-        return [item for inner in value for item in _flat(inner)]
-    return [value]
-
-
-def _op(name: str) -> str | None:
-    base = name.strip("_")
-    if name in ("conv1d", "conv2d", "conv3d"):
-        return "conv"
-    if name == "batch_norm":
-        return "bn"
-    if base == "relu":
-        return "relu"
-    if base in ACTIVATIONS:
-        return "act"
-    if name in ADDS:
-        return "add"
-    if name == "linear":
-        return "linear"
-    return "pool" if name in POOLS else None
-
-
-def _attributes(op: str, name: str, args: Any, kwargs: Mapping[str, Any], output: torch.Tensor) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"shape": list(output.shape[1:])}
-    if op == "conv":
-        weight = args[1] if len(args) > 1 else kwargs["weight"]
-        stride = args[3] if len(args) > 3 else kwargs.get("stride", 1)
-        groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)
-        stride = [int(s) for s in stride] if isinstance(stride, tuple | list) else [int(stride)] * (weight.dim() - 2)
-        attributes.update(
-            {
-                "in": int(weight.shape[1]) * int(groups),
-                "out": int(weight.shape[0]),
-                "k": list(weight.shape[2:]),
-                "s": stride,
-            }
-        )
-    elif op == "bn":
-        training = args[5] if len(args) > 5 else kwargs.get("training", False)
-        attributes.update({"c": int(args[0].shape[1]), "training": bool(training)})
-    elif op == "act":
-        attributes["fn"] = name.strip("_")
-    elif op == "linear":
-        weight = args[1] if len(args) > 1 else kwargs["weight"]
-        attributes.update({"in": int(weight.shape[1]), "out": int(weight.shape[0])})
-    return attributes
+def _dtype(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 if __name__ == "__main__":

@@ -207,30 +207,45 @@ def _child(job: _ChildJob, variants: str) -> _Predicted | dict[str, Any]:
 
 
 def _run_child(job: _ChildJob, variants: str, isolation: str) -> SandboxResult:
+    spec = {"checkpoint_sha256": job.sha256, "preprocessing": job.preprocessing, "variants": variants}
+    inputs = {"checkpoint": ("checkpoint.bin", job.data)}
+    return run_child(inputs, spec, job.testset, job.count, job.device, job.limits, isolation)
+
+
+def run_child(
+    inputs: Mapping[str, tuple[str, bytes]],
+    spec: Mapping[str, Any],
+    testset: Cifar10TestSet,
+    count: int,
+    device: torch.device,
+    limits: SandboxLimits,
+    isolation: str,
+) -> SandboxResult:
+    """One run of grader.evaluation.child in a fresh folder: `inputs` (job key → file name, bytes) are written
+    there and named in the job by their path inside, next to `spec`, the test images and the run's settings."""
     with run_folder("grader-reference-") as work:
-        inputs = Bind(work / "input", INPUT_TARGET)
-        images = Bind(images_file(job.testset), TESTSET_TARGET)
+        folder = Bind(work / "input", INPUT_TARGET)
+        images = Bind(images_file(testset), TESTSET_TARGET)
         lib = Bind(PACKAGE, f"{LIB_TARGET}/{PACKAGE.name}")
-        inputs.source.mkdir(mode=0o755)
-        _write(inputs.source / "checkpoint.bin", job.data)
-        inside = path_inside(inputs, isolation)
-        spec = {
-            "checkpoint": f"{inside}/checkpoint.bin",
-            "checkpoint_sha256": job.sha256,
+        folder.source.mkdir(mode=0o755)
+        inside = path_inside(folder, isolation)
+        job = {
+            **spec,
             "images": path_inside(images, isolation),
-            "count": job.count,
-            "preprocessing": job.preprocessing,
-            "device": str(job.device),
-            "threads": job.limits.threads,
-            "variants": variants,
+            "count": count,
+            "device": str(device),
+            "threads": limits.threads,
         }
-        _write(inputs.source / "job.json", json.dumps(spec).encode())
+        for key, (name, data) in inputs.items():
+            _write(folder.source / name, data)
+            job[key] = f"{inside}/{name}"
+        _write(folder.source / "job.json", json.dumps(job).encode())
         python_path = LIB_TARGET if isolation == "bubblewrap" else str(PACKAGE.parent)
         return run_sandboxed(
             [sys.executable, "-B", "-m", "grader.evaluation.child", f"{inside}/job.json"],
-            binds=[lib, inputs, images],
-            limits=job.limits,
-            gpu=job.device.type == "cuda",
+            binds=[lib, folder, images],
+            limits=limits,
+            gpu=device.type == "cuda",
             env={"PYTHONPATH": python_path},
             process_fallback=True,
         )

@@ -1,55 +1,71 @@
-"""Q1 in student-code mode: evaluating a checkpoint with the student's own network and preprocessing, sandboxed.
+"""Q1 in student-code mode: a checkpoint evaluated with the network the student's own code builds, in two steps.
 
-The parent checks the code files and the checkpoint's first bytes (it never parses the checkpoint), writes the
-code, the checkpoint, the test images as raw uint8 records WITHOUT labels and the job into a fresh folder, runs
-grader/sandbox/harness.py under bubblewrap, and scores the predicted labels it gets back through the result pipe
-against its own labels. The result has the shape of grader.evaluation.evaluate_checkpoint's, plus
-`"mode": "student_code"`, `"code_sha256"` and `"trace"`.
+Points come from the submitted weights run through a network whose structure the grader saw for itself; nothing
+the student's process says about itself is taken on trust (it runs their code, so it could write any result).
+
+1. The student's code, sandboxed (grader/sandbox/harness.py): their modules are imported, the network is built
+   with the rubric's arguments and exported as a graph (torch.export, as JSON), and their preprocessing is run on
+   random images the grader made. It never sees the checkpoint or a test image.
+2. The grader's code, sandboxed with no student code (grader/evaluation/child.py): the graph is checked against
+   the operations a ResNet needs, bound to the checkpoint's tensors (weights only, the grader's loader) and run
+   on the test images, preprocessed by the grader's own implementation of the kind step 1 showed (it must be
+   one of the known kinds); one pass is traced, and the architecture is inferred from that trace.
+
+The parent scores the predictions against its own labels. The result has the shape of
+grader.evaluation.evaluate_checkpoint's, plus `"mode": "student_code"`, `"code_sha256"` and `"trace"`; a graph
+or preprocessing the grader cannot run ends `rejected` with the reason.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from grader.evaluation.cache_key import EVALUATOR_VERSION
 from grader.evaluation.checkpoint import CheckpointRejected, read_file, sniff_format
 from grader.evaluation.cifar import Cifar10TestSet, load_cifar10_test
 from grader.evaluation.evaluate import accuracy_summary, describe_device
+from grader.evaluation.program import Program, ProgramRejected
+from grader.evaluation.transforms import identify_preprocessing
 from grader.sandbox.archive import InvalidUpload, UnsafeUpload, code_sha256, read_code_dir, write_files
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.cache_key import SANDBOX_VERSION
 from grader.sandbox.interface import ModelInterface
 from grader.sandbox.limits import SandboxLimits, SandboxStatus
-from grader.sandbox.runner import SandboxResult, path_inside, run_folder, run_sandboxed
-from grader.sandbox.testset_file import images_file
+from grader.sandbox.reference_mode import STUDENT_LIMITS, run_child
+from grader.sandbox.runner import SandboxResult, isolation_here, path_inside, run_folder, run_sandboxed
 from grader.sandbox.trace import architecture_from_trace, summarize_trace
 
 log = logging.getLogger(__name__)
 
 HARNESS = Path(__file__).with_name("harness.py")
-CODE_TARGET, INPUT_TARGET, IMAGES_TARGET = "/sandbox/code", "/sandbox/input", "/sandbox/testset/images.u8"
+CODE_TARGET, INPUT_TARGET = "/sandbox/code", "/sandbox/input"
 MODE = "student_code"
 CPU_BATCH, GPU_BATCH = 100, 500
 NUM_CLASSES = 10
+PROBE_IMAGES = 8
 ERROR_STATUS = {
-    "invalid_checkpoint": SandboxStatus.REJECTED_INVALID_FILE,
-    "checkpoint_mismatch": SandboxStatus.REJECTED_INVALID_FILE,
     "missing_module": SandboxStatus.REJECTED_INVALID_FILE,
     "memory": SandboxStatus.MEMORY_LIMIT,
     "processes": SandboxStatus.RESOURCE_LIMIT,
     "file_size": SandboxStatus.RESOURCE_LIMIT,
     "interface": SandboxStatus.CRASHED,
+    "export": SandboxStatus.CRASHED,
     "student_code": SandboxStatus.CRASHED,
 }
 """Harness error kinds → result status."""
+REJECTED = "rejected"
+"""A graph or a preprocessing the grader will not run (the same status as an unusable checkpoint in reference mode)."""
 
 
 def evaluate_student_code(
@@ -64,7 +80,7 @@ def evaluate_student_code(
     device: str = "cpu",
     limit_images: int | None = None,
 ) -> dict[str, Any]:
-    """JSON-ready result: {"status": "evaluated", ...} or {"status": <SandboxStatus>, "message": ...}.
+    """JSON-ready result: {"status": "evaluated", ...} or {"status": <SandboxStatus> | "rejected", "message": ...}.
 
     Raises InvalidAnswer when `config` (the sheet's `q1.<label>_config`) does not give the factory's arguments,
     InfrastructureError when the data set is missing or the files cannot be read, SandboxUnavailable (an
@@ -96,14 +112,22 @@ def evaluate_student_code(
         return _failed(SandboxStatus.REJECTED_INVALID_FILE, f"{' and '.join(missing)} not found in your code", context)
     count = min(limit_images or len(testset), len(testset))
     started = time.perf_counter()
-    run = _run(files, data, testset, count, arguments, interface, limits, device)
+    probes = np.random.default_rng().integers(0, 256, size=(PROBE_IMAGES, 3, 32, 32), dtype=np.uint8)
+    run = _run(files, probes, arguments, interface, limits)
     log.info("student-code run for %s %s: %s in %.1f s", label, checkpoint_sha[:12], run.status, run.wall_seconds)
-    outcome = _outcome(run, count, limits)
-    if isinstance(outcome, tuple):
-        return _failed(*outcome, context, run)
-    checkpoint_facts = {"sha256": checkpoint_sha, "bytes": len(data), "format": sniff_format(data)}
-    result = _evaluated(outcome, testset, count, checkpoint_facts, arguments, interface, device, context, run)
-    result["seconds"] = {**_harness_seconds(run.payload), "total": round(time.perf_counter() - started, 3)}
+    built = _outcome(run, limits)
+    if isinstance(built, tuple):
+        return _failed(*built, context, run)
+    program, preprocessing = _read_payload(built, probes, interface)
+    if isinstance(program, str):
+        return _failed(REJECTED, program, context, run)
+    assert preprocessing is not None
+    ran = _run_program(data, checkpoint_sha, built["program"], preprocessing, testset, count, limits, device)
+    if isinstance(ran, tuple):
+        return _failed(*ran, context, run)
+    result = _evaluated(ran, testset, count, arguments, interface, preprocessing, context)
+    result["sandbox"] = run.evidence()
+    result["seconds"] = {**_seconds(run.payload.get("info")), "total": round(time.perf_counter() - started, 3)}
     return result
 
 
@@ -115,45 +139,38 @@ def _missing_modules(files: list[tuple[str, bytes]], interface: ModelInterface) 
 
 def _run(
     files: list[tuple[str, bytes]],
-    checkpoint: bytes,
-    testset: Cifar10TestSet,
-    count: int,
+    probes: np.ndarray,
     arguments: Mapping[str, Any],
     interface: ModelInterface,
     limits: SandboxLimits,
-    device: str,
 ) -> SandboxResult:
+    """Step 1: the student's code builds and exports the network and preprocesses the probe images."""
     with run_folder() as work:
         code, inputs = Bind(work / "code", CODE_TARGET), Bind(work / "input", INPUT_TARGET)
-        images = Bind(images_file(testset), IMAGES_TARGET)
         write_files(files, code.source)
         inputs.source.mkdir(mode=0o755)
-        _write_input(inputs.source / "checkpoint.pt", checkpoint)
+        _write_input(inputs.source / "probes.u8", probes.tobytes())
         _write_input(inputs.source / "harness.py", HARNESS.read_bytes())
-        job = _job(code, inputs, images, count, arguments, interface, limits, device)
+        job = _job(code, inputs, probes.shape[0], arguments, interface, limits)
         _write_input(inputs.source / "job.json", json.dumps(job).encode())
         inside = path_inside(inputs)
         command = [sys.executable, "-B", f"{inside}/harness.py", f"{inside}/job.json"]
-        return run_sandboxed(command, binds=[code, inputs, images], limits=limits, gpu=device.startswith("cuda"))
+        return run_sandboxed(command, binds=[code, inputs], limits=limits, gpu=False)
 
 
 def _job(
     code: Bind,
     inputs: Bind,
-    images: Bind,
-    count: int,
+    probe_count: int,
     arguments: Mapping[str, Any],
     interface: ModelInterface,
     limits: SandboxLimits,
-    device: str,
 ) -> dict[str, Any]:
     """What the harness does, with paths as the sandbox sees them."""
-    inside = path_inside(inputs)
     return {
         "code_dir": path_inside(code),
-        "images": path_inside(images),
-        "count": count,
-        "checkpoint": f"{inside}/checkpoint.pt",
+        "probes": f"{path_inside(inputs)}/probes.u8",
+        "probe_count": probe_count,
         "network": {"module": interface.network_module, "factory": interface.factory, "arguments": dict(arguments)},
         "preprocess": {
             "module": interface.preprocess_module,
@@ -161,9 +178,7 @@ def _job(
             "keyword_arguments": dict(interface.preprocess_kwargs),
         },
         "record_dtype": interface.record_dtype,
-        "device": device,
         "threads": limits.threads,
-        "batch_size": GPU_BATCH if device.startswith("cuda") else CPU_BATCH,
     }
 
 
@@ -173,9 +188,9 @@ def _write_input(path: Path, data: bytes) -> None:
     path.chmod(0o644)
 
 
-def _outcome(run: SandboxResult, count: int, limits: SandboxLimits) -> list[int] | tuple[SandboxStatus, str]:
-    """The predictions, or (status, message) saying why there are none."""
-    if run.status in (SandboxStatus.TIMED_OUT, SandboxStatus.MEMORY_LIMIT, SandboxStatus.RESOURCE_LIMIT):
+def _outcome(run: SandboxResult, limits: SandboxLimits) -> dict[str, Any] | tuple[SandboxStatus, str]:
+    """The harness's payload, or (status, message) saying why there is none."""
+    if run.status in STUDENT_LIMITS:
         return run.status, f"Running your code {run.message}."
     payload = run.payload if isinstance(run.payload, Mapping) else {}
     error = payload.get("error")
@@ -185,7 +200,9 @@ def _outcome(run: SandboxResult, count: int, limits: SandboxLimits) -> list[int]
         return ERROR_STATUS.get(kind, SandboxStatus.CRASHED), f"Running your code {_limit_text(kind, limits)}{where}"
     if run.status is not SandboxStatus.OK:
         return run.status, f"Running your code: it {run.message}."
-    return _predictions(payload, count)
+    if not isinstance(payload.get("program"), Mapping) or not isinstance(payload.get("probe"), list):
+        return SandboxStatus.CRASHED, "Running your code ended without a result (did it call exit()?)."
+    return dict(payload)
 
 
 def _limit_text(kind: str, limits: SandboxLimits) -> str:
@@ -199,52 +216,137 @@ def _limit_text(kind: str, limits: SandboxLimits) -> str:
     return "failed "
 
 
-def _predictions(payload: Mapping[str, Any], count: int) -> list[int] | tuple[SandboxStatus, str]:
+def _read_payload(
+    payload: Mapping[str, Any], probes: np.ndarray, interface: ModelInterface
+) -> tuple[Program | str, dict[str, Any] | None]:
+    """The checked program and the preprocessing kind the probe shows, or (why not, None)."""
+    try:
+        program = Program.from_json(payload["program"])
+    except ProgramRejected as exc:
+        return f"Your network cannot be evaluated: {exc.message}.", None
+    function = interface.describe_preprocessing()
+    outputs = [_decode(entry, probes.shape) for entry in payload["probe"][:2]]
+    if len(outputs) != 2 or any(isinstance(output, str) for output in outputs):
+        found = next((output for output in outputs if isinstance(output, str)), "no output")
+        return f"Your preprocessing {function} cannot be used: {found}.", None
+    first, again = outputs
+    assert isinstance(first, torch.Tensor) and isinstance(again, torch.Tensor)
+    if not torch.equal(first, again):
+        return (
+            f"Your preprocessing {function} is not deterministic at test time: the same record gave two results.",
+            None,
+        )
+    spec, why = identify_preprocessing(torch.from_numpy(probes), first)
+    if spec is None:
+        return f"Your preprocessing {function} cannot be reproduced by the grader: {why}.", None
+    return program, spec
+
+
+def _decode(entry: Any, shape: tuple[int, ...]) -> torch.Tensor | str:
+    if (
+        not isinstance(entry, Mapping)
+        or not isinstance(entry.get("data"), str)
+        or not isinstance(entry.get("shape"), list)
+    ):
+        return "no output"
+    got = entry.get("shape")
+    if not isinstance(got, list) or got != list(shape):
+        returned = tuple(got[1:]) if isinstance(got, list) else "?"
+        return f"it returned arrays of shape {returned}; expected {tuple(shape[1:])}"
+    try:
+        raw = base64.b64decode(entry["data"], validate=True)
+    except ValueError:
+        return "its output could not be read"
+    if len(raw) != int(np.prod(shape)) * 4:
+        return "its output could not be read"
+    return torch.from_numpy(np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(shape))
+
+
+def _run_program(
+    data: bytes,
+    sha256: str,
+    program: Mapping[str, Any],
+    preprocessing: Mapping[str, Any],
+    testset: Cifar10TestSet,
+    count: int,
+    limits: SandboxLimits,
+    device: str,
+) -> _Predicted | tuple[str, str]:
+    """Step 2: the grader runs the graph with the checkpoint's tensors; its checked output, or (status, why)."""
+    isolation = isolation_here(process_fallback=True)
+    spec = {
+        "checkpoint_sha256": sha256,
+        "preprocessing": dict(preprocessing),
+        "batch_size": GPU_BATCH if device.startswith("cuda") else CPU_BATCH,
+    }
+    inputs = {"checkpoint": ("checkpoint.bin", data), "program": ("program.json", json.dumps(program).encode())}
+    run = run_child(inputs, spec, testset, count, torch.device(device), limits, isolation)
+    if run.status in STUDENT_LIMITS:
+        return str(run.status), f"Running your network {run.message}."
+    payload = run.payload if isinstance(run.payload, Mapping) else {}
+    if run.status is SandboxStatus.OK and payload.get("status") == "rejected":
+        message = str(payload.get("message", "not a usable network"))[:2000]
+        if payload.get("cause") == "checkpoint":
+            return str(SandboxStatus.REJECTED_INVALID_FILE), f"Loading your checkpoint failed: {message}"
+        if payload.get("cause") == "weights":
+            return str(SandboxStatus.REJECTED_INVALID_FILE), f"Your checkpoint does not fit your network ({message})."
+        return REJECTED, f"Your network cannot be evaluated: {message}."
+    if run.status is SandboxStatus.OK and payload.get("status") == "error" and payload.get("kind") == "memory":
+        return str(
+            SandboxStatus.MEMORY_LIMIT
+        ), f"Running your network ran out of memory ({_limit_text('memory', limits)})."
     predictions = payload.get("predictions")
-    if not isinstance(predictions, list):
-        return SandboxStatus.CRASHED, "Running your code ended without a result (did it call exit()?)."
-    if len(predictions) != count:
-        return SandboxStatus.CRASHED, f"Your network gave {len(predictions)} predictions for {count} images."
-    wrong = next((p for p in predictions if type(p) is not int or not 0 <= p < NUM_CLASSES), None)
-    if wrong is not None:
-        return SandboxStatus.CRASHED, f"Your network predicted class {wrong!r}; CIFAR-10 classes are 0..9."
-    return predictions
+    if run.status is not SandboxStatus.OK or payload.get("status") != "predicted" or not isinstance(predictions, list):
+        detail = payload.get("message") or run.payload_error or run.message
+        return str(SandboxStatus.CRASHED), f"Running your network failed ({run.status}): {str(detail)[:500]}"
+    if len(predictions) != count or any(type(p) is not int or not 0 <= p < NUM_CLASSES for p in predictions):
+        return str(SandboxStatus.CRASHED), f"Your network did not give one class 0..9 for each of the {count} images."
+    trace = payload.get("trace") if isinstance(payload.get("trace"), Mapping) else {}
+    checkpoint = payload.get("checkpoint") if isinstance(payload.get("checkpoint"), dict) else {}
+    return _Predicted(predictions, dict(trace), checkpoint, str(payload.get("device", ""))[:200], run.isolation)
+
+
+@dataclass(frozen=True, slots=True)
+class _Predicted:
+    """What step 2 returned, checked: the predictions, the trace of one pass, facts about the checkpoint."""
+
+    predictions: list[int]
+    trace: dict[str, Any]
+    checkpoint: dict[str, Any]
+    device: str
+    isolation: str
 
 
 def _evaluated(
-    predictions: list[int],
+    ran: _Predicted,
     testset: Cifar10TestSet,
     count: int,
-    checkpoint: Mapping[str, Any],
     arguments: Mapping[str, Any],
     interface: ModelInterface,
-    device: str,
+    preprocessing: Mapping[str, Any],
     context: Mapping[str, Any],
-    run: SandboxResult,
 ) -> dict[str, Any]:
-    trace = run.payload.get("trace") if isinstance(run.payload, Mapping) else None
     labels = testset.labels[:count]
     return {
         "status": "evaluated",
         **context,
         "sandbox_version": SANDBOX_VERSION,
-        **accuracy_summary(torch.tensor(predictions, dtype=torch.int64), labels, testset.class_names),
-        "architecture": architecture_from_trace(trace),
-        "trace": summarize_trace(trace),
-        "preprocessing": {"kind": MODE, "function": interface.describe_preprocessing()},
+        **accuracy_summary(torch.tensor(ran.predictions, dtype=torch.int64), labels, testset.class_names),
+        "architecture": architecture_from_trace(ran.trace),
+        "trace": summarize_trace(ran.trace),
+        "preprocessing": dict(preprocessing),
+        "preprocessing_function": interface.describe_preprocessing(),
         "network_arguments": dict(arguments),
-        "checkpoint": dict(checkpoint),
-        "device": describe_device(torch.device(device)),
+        "checkpoint": ran.checkpoint,
+        "device": ran.device or describe_device(torch.device("cpu")),
         "torch_version": torch.__version__,
         "dataset": {"images": count, "pixels_sha256": testset.pixels_sha256},
-        "isolation": run.isolation,
-        "sandbox": run.evidence(),
+        "isolation": ran.isolation,
     }
 
 
-def _harness_seconds(payload: Any) -> dict[str, float]:
-    """The harness's own timings (import, load, predict), kept only when they are plain numbers."""
-    info = payload.get("info") if isinstance(payload, Mapping) else None
+def _seconds(info: Any) -> dict[str, float]:
+    """The harness's own timings (import, probe, export), kept only when they are plain numbers."""
     seconds = info.get("seconds") if isinstance(info, Mapping) else None
     if not isinstance(seconds, Mapping):
         return {}
@@ -252,7 +354,7 @@ def _harness_seconds(payload: Any) -> dict[str, float]:
 
 
 def _failed(
-    status: SandboxStatus, message: str, context: Mapping[str, Any], run: SandboxResult | None = None
+    status: SandboxStatus | str, message: str, context: Mapping[str, Any], run: SandboxResult | None = None
 ) -> dict[str, Any]:
     result = {"status": str(status), "message": message, **context, "sandbox_version": SANDBOX_VERSION}
     if run is not None:

@@ -1,4 +1,5 @@
-"""Architecture from the trace: real networks traced in-process by the harness's tracer, and hostile traces."""
+"""Architecture from the trace: real networks exported by the harness and run by the grader's program runner
+(in-process here), and hostile traces."""
 
 from __future__ import annotations
 
@@ -9,15 +10,20 @@ from typing import Any
 import pytest
 import torch
 
+from grader.evaluation.program import Program
 from grader.sandbox import architecture_from_trace, harness
 from grader.sandbox.trace import block_activation, summarize_trace
 from tests.evaluation.nets import AkamasterResNet, PreActBottleneckResNet, StarterResNet
 
 
 def traced(model: torch.nn.Module) -> dict[str, Any]:
-    """The trace as the parent receives it: through JSON."""
+    """The trace as the parent receives it: the graph exported and sent as JSON, run by the grader with the
+    model's own weights, the trace sent back as JSON."""
     torch.manual_seed(0)
-    trace = harness.trace_model(model.eval(), torch.randn(2, 3, 32, 32), torch.device("cpu"))
+    images = torch.randn(2, 3, 32, 32)
+    program = Program.from_json(json.loads(json.dumps(harness.export_program(model, images))))
+    with torch.inference_mode():
+        trace = program.bind(model.state_dict()).trace(images)
     return json.loads(json.dumps(trace))
 
 
@@ -47,13 +53,13 @@ def traced(model: torch.nn.Module) -> dict[str, Any]:
     ids=["starter-v1", "starter-v2", "v1-bottleneck", "v2-standard", "akamaster-A", "akamaster-B", "kuangliu"],
 )
 def test_the_trace_tells_blocks_and_activation_order(model: torch.nn.Module, expected: dict[str, Any]) -> None:
-    architecture = architecture_from_trace(traced(model))
+    architecture = architecture_from_trace(traced(model.eval()))
     assert {key: architecture[key] for key in expected} == expected, architecture["evidence"]
     assert architecture["num_classes"] == 10
 
 
 def test_the_summary_lists_each_stages_first_block_in_call_order() -> None:
-    summary = summarize_trace(traced(StarterResNet(2, 2)))
+    summary = summarize_trace(traced(StarterResNet(2, 2).eval()))
     assert [stage["first_block"] for stage in summary["stages"]] == [f"stack_layers.{i}.layer.0" for i in range(3)]
     assert summary["stages"][0]["order"] == ["bn", "relu", "conv", "bn", "relu", "conv", "bn", "relu", "conv", "add"]
     assert summary["module_counts"]["Conv2d"] == 1 + 3 * 2 * 3 + 3
@@ -61,9 +67,7 @@ def test_the_summary_lists_each_stages_first_block_in_call_order() -> None:
 
 
 def test_batch_norm_left_in_training_mode_is_counted() -> None:
-    model = StarterResNet(1, 1)
-    trace = harness.trace_model(model.train(), torch.randn(2, 3, 32, 32), torch.device("cpu"))
-    assert summarize_trace(json.loads(json.dumps(trace)))["bn_calls_in_training_mode"] == 7
+    assert summarize_trace(traced(StarterResNet(1, 1).train()))["bn_calls_in_training_mode"] == 7
 
 
 @pytest.mark.parametrize(
