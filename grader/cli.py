@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("username")
     token.set_defaults(handler=_cmd_users_token)
 
+    release = commands.add_parser("release", help="release an assignment's grades: students see full feedback")
+    release.add_argument("assignment")
+    release.add_argument("--withdraw", action="store_true", help="back to the pre-release view for students")
+    release.set_defaults(handler=_cmd_release)
+
     grade = commands.add_parser("grade", help="grade an answer sheet offline (the same core the workers run)")
     grade.add_argument("--answers", type=Path, required=True, help="the answer sheet, YAML or JSON")
     grade.add_argument("--checkpoint", action="append", default=[], metavar="LABEL=PATH", help="v1=PATH or v2=PATH")
@@ -130,6 +135,22 @@ def _cmd_users_token(args: argparse.Namespace) -> int:
         token = issue_token(session, user=user)
     print(f"new API token for {args.username!r} (shown once):")
     print(token)
+    return 0
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    from grader.db.session import session_scope
+    from grader.rubric.model import RubricCatalog
+    from grader.services.assignments import set_release, sync_assignments
+
+    with session_scope() as session:
+        sync_assignments(session, catalog=RubricCatalog(get_settings().rubrics_dir))
+        assignment = set_release(session, assignment_id=args.assignment, released=not args.withdraw)
+        moment = assignment.released_at
+    if args.withdraw:
+        print(f"{args.assignment}: release withdrawn; students see the pre-release view (unless release_at passed)")
+    else:
+        print(f"{args.assignment}: grades released at {moment}; students see full feedback")
     return 0
 
 

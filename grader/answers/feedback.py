@@ -8,15 +8,18 @@ from typing import Any
 from grader.domain.results import CheckOutcome, PartStatus
 
 
-def scored(fraction: float, feedback: str, evidence: dict[str, Any] | None = None) -> CheckOutcome:
-    """correct at 1, incorrect at 0, partial in between."""
+def scored(
+    fraction: float, feedback: str, evidence: dict[str, Any] | None = None, *, public: str | None = None
+) -> CheckOutcome:
+    """correct at 1, incorrect at 0, partial in between. `public`: the feedback a student may read before
+    release (no reference value in it); None shows only a generic line for the status."""
     if fraction >= 1.0:
         status = PartStatus.CORRECT
     elif fraction <= 0.0:
         status = PartStatus.INCORRECT
     else:
         status = PartStatus.PARTIAL
-    return CheckOutcome(status, max(0.0, min(1.0, fraction)), feedback, evidence)
+    return CheckOutcome(status, max(0.0, min(1.0, fraction)), feedback, evidence, public)
 
 
 def partial_credit(params: Mapping[str, Any], mistakes: Iterable[str]) -> float:

@@ -63,3 +63,12 @@ def require_staff(user: CurrentUser) -> User:
 
 
 StaffUser = Annotated[User, Depends(require_staff)]
+
+
+def require_instructor(user: CurrentUser) -> User:
+    if Role(user.role) is not Role.INSTRUCTOR:
+        raise PermissionDenied("only instructors may do this")
+    return user
+
+
+InstructorUser = Annotated[User, Depends(require_instructor)]

@@ -27,8 +27,11 @@ class Phases(BaseModel):
 
 class PartPublic(BaseModel):
     id: str
-    status: str = Field(description="correct | partial | incorrect | invalid | missing | needs_review | error")
-    points: float
+    status: str = Field(
+        description="correct | partial | incorrect | invalid | missing | needs_review | error; before release, "
+        "`received` for a part the rubric hides from students"
+    )
+    points: float | None = Field(description="null for a part hidden from the student before release")
     max_points: float
     feedback: str
     evidence: dict[str, Any] | None = None
@@ -68,6 +71,10 @@ class SubmissionPublic(BaseModel):
     max_score: float | None
     rubric_version: str | None
     graded_by_job: int | None
+    released: bool = Field(
+        description="Grades are released for this assignment: students see full feedback. Before release a "
+        "student's `score` counts only the parts whose points they see."
+    )
     parts: list[PartPublic]
     history: list[JobPublic] | None = Field(description="Every grading job, oldest first (staff only).")
     status_url: str
@@ -89,6 +96,9 @@ class AssignmentPublic(BaseModel):
     title: str
     rubric_version: str
     max_score: float
+    released: bool = Field(description="Students see full feedback (an instructor released, or release_at passed).")
+    released_at: str | None = Field(description="When an instructor released grades (null: not by hand).")
+    release_at: str | None = Field(description="The rubric's release date, if it sets one.")
 
 
 class UserPublic(BaseModel):

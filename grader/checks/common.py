@@ -15,4 +15,5 @@ def manual_review(context: CheckContext) -> CheckOutcome:
         evidence = {"answer_chars": len(text)}
     else:
         evidence = None
-    return CheckOutcome(PartStatus.NEEDS_REVIEW, 0.0, f"An instructor will review {what}.", evidence)
+    message = f"An instructor will review {what}."
+    return CheckOutcome(PartStatus.NEEDS_REVIEW, 0.0, message, evidence, public_feedback=message)

@@ -63,7 +63,8 @@ def resnet_architecture(context: CheckContext) -> CheckOutcome:
         fraction = min(fraction, fractions["same_checkpoint"])
     feedback = _architecture_feedback(label, expected, found, wrong) + _duplicate_note(label, duplicates)
     evidence = _evidence(result) | {"expected": dict(expected), "mismatches": wrong, "same_checkpoint_as": duplicates}
-    return CheckOutcome(_status(fraction, perfect=not wrong), fraction, feedback, evidence)
+    # about the student's own checkpoint only: nothing of a reference to withhold
+    return CheckOutcome(_status(fraction, perfect=not wrong), fraction, feedback, evidence, feedback)
 
 
 @register_checker("cifar10_accuracy")
@@ -88,7 +89,7 @@ def cifar10_accuracy(context: CheckContext) -> CheckOutcome:
         label, _same_checkpoint(context, label, result)
     )
     evidence = _evidence(result) | {"preprocessing_declared": declared_preprocessing(context.sheet, label) is not None}
-    return CheckOutcome(_status(fraction, perfect=percent >= floor), fraction, text, evidence)
+    return CheckOutcome(_status(fraction, perfect=percent >= floor), fraction, text, evidence, text)
 
 
 def deduction_fraction(percent: float, floor: float, schedule: Any) -> float:
@@ -118,15 +119,15 @@ def _evaluation(context: CheckContext) -> tuple[str, Mapping[str, Any] | CheckOu
             f"No {label} checkpoint was uploaded: upload the {label} model's weights "
             "(torch.save(model.state_dict(), ...) or .safetensors) to have it evaluated."
         )
-        return label, CheckOutcome(PartStatus.MISSING, 0.0, message)
+        return label, CheckOutcome(PartStatus.MISSING, 0.0, message, public_feedback=message)
     status = result.get("status")
     if status == "rejected" or status in STUDENT_CODE_FAILURES:
         message = f"The {label} checkpoint could not be evaluated: {result.get('message', 'no reason given')}"
-        return label, CheckOutcome(PartStatus.INVALID, 0.0, message, _evidence(result))
+        return label, CheckOutcome(PartStatus.INVALID, 0.0, message, _evidence(result), message)
     if status != "evaluated":
         reason = result.get("message") or f"evaluation status {status!r}"
         message = f"The grader could not evaluate the {label} checkpoint ({reason}); the part is scored once it can be."
-        return label, CheckOutcome(PartStatus.ERROR, 0.0, message, _evidence(result))
+        return label, CheckOutcome(PartStatus.ERROR, 0.0, message, _evidence(result), message)
     return label, result
 
 

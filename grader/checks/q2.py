@@ -40,14 +40,19 @@ def block_param_count(context: CheckContext) -> CheckOutcome:
                 f"{value:,} is the count with {convention.describe()}, but your includes list says "
                 f"{declared.describe()}; the number and the declared convention must agree."
             )
-            return scored(float(context.params.get("mismatched_includes", 0.0)), feedback, evidence)
+            public = f"{value:,} is not the count under the convention your includes list declares."  # names no count
+            return scored(float(context.params.get("mismatched_includes", 0.0)), feedback, evidence, public=public)
     if slip := _slip(spec, value, None):
         return _slipped(value, slip, spec, evidence)
     feedback = (
         f"{value:,} is not the parameter count of the {spec.describe()} under any convention: count each conv's "
         "weights (out × in × k × k), optionally each conv's biases (out) and each BN layer's γ, β (2 × channels)."
     )
-    return scored(0.0, feedback, evidence)
+    public = (
+        f"{value:,} is not the parameter count of the {spec.kind} block under any convention: count each conv's "
+        "weights, optionally each conv's biases and each BN layer's γ, β."
+    )
+    return scored(0.0, feedback, evidence, public=public)
 
 
 def _declared_convention(context: CheckContext) -> Convention | None:
@@ -72,9 +77,8 @@ def _slip(spec: BlockSpec, value: int, convention: Convention | None) -> Slip | 
 
 def _correct(value: int, convention: Convention, spec: BlockSpec, evidence: dict[str, Any]) -> CheckOutcome:
     evidence["matched"] = convention.describe()
-    return scored(
-        1.0, f"Correct: {value:,} parameters, counting {convention.describe()}, for the {spec.describe()}.", evidence
-    )
+    feedback = f"Correct: {value:,} parameters, counting {convention.describe()}, for the {spec.describe()}."
+    return scored(1.0, feedback, evidence, public=feedback)
 
 
 def _slipped(value: int, slip: Slip, spec: BlockSpec, evidence: dict[str, Any]) -> CheckOutcome:
@@ -83,7 +87,8 @@ def _slipped(value: int, slip: Slip, spec: BlockSpec, evidence: dict[str, Any]) 
         f"{value:,} looks like a slip for the {spec.describe()}: {slip.description} "
         f"(counting {slip.convention.describe()})."
     )
-    return scored(0.0, feedback, evidence)
+    public = f"{value:,} is not the parameter count of the {spec.kind} block (counting {slip.convention.describe()})."
+    return scored(0.0, feedback, evidence, public=public)
 
 
 @register_checker("block_receptive_field")
@@ -95,16 +100,20 @@ def block_receptive_field(context: CheckContext) -> CheckOutcome:
     evidence = {"accepted": f"{height}x{width}", "answer": answer.describe()}
     k = spec.kernel_size
     why = f"each {k}x{k} conv (stride 1) widens it by {k - 1}; 1x1 convs and the identity shortcut add nothing"
+    wrong = f"{answer.describe()} is not the receptive field of one output pixel of the {spec.kind} block."
     if (answer.height, answer.width) == (height, width):
-        return scored(1.0, f"Correct: {height}x{width} for the {spec.describe()}: {why}.", evidence)
+        feedback = f"Correct: {height}x{width} for the {spec.describe()}: {why}."
+        return scored(1.0, feedback, evidence, public=feedback)
     if answer.single_number and answer.height == height * width and height > 1:
         return scored(
             0.0,
             f"{answer.height} looks like the number of pixels in the field; give its size as height x width.",
             evidence,
+            public=wrong,
         )
     return scored(
         0.0,
         f"{answer.describe()} is not the receptive field of one output pixel of the {spec.describe()}: {why}.",
         evidence,
+        public=wrong,
     )

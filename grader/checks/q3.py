@@ -20,23 +20,26 @@ def batchnorm_stat_shape(context: CheckContext) -> CheckOutcome:
     reference = batchnorm_shape(spec)
     evidence = {"accepted": _text(reference), "answer": _text(answer)}
     reduced = [axis for axis in spec.layout if axis != spec.channel_axis]
+    wrong = f"{_text(answer)} is not the shape of the {spec.statistic} for an {spec.describe()} input."
     why = (
         f"batch norm on an {spec.describe()} input averages over {', '.join(reduced)} "
         f"and keeps one {spec.statistic} per channel"
     )
     if answer == reference:
-        return scored(1.0, f"Correct: {_text(reference)}: {why}.", evidence)
+        feedback = f"Correct: {_text(reference)}: {why}."
+        return scored(1.0, feedback, evidence, public=feedback)
     # extra leading 1s would broadcast the normalised output to a higher rank, so only as many axes or fewer
     if len(answer) <= len(reference) and _without_leading_ones(answer) == _without_leading_ones(reference):
         return _broadcast_equivalent(context, answer, reference, evidence)
     for alternative in named_alternatives(spec):
         if answer == alternative.shape:
-            return scored(0.0, f"{_text(answer)}: {alternative.explanation}.", evidence)
+            return scored(0.0, f"{_text(answer)}: {alternative.explanation}.", evidence, public=wrong)
     return scored(
         0.0,
         f"{_text(answer)} is not the shape of the {spec.statistic}: {why}, "
         "with every input axis kept (size 1 where averaged).",
         evidence,
+        public=wrong,
     )
 
 
@@ -46,7 +49,7 @@ def _broadcast_equivalent(
     evidence["matched"] = "broadcast-equivalent"
     if context.params.get("allow_broadcast_equivalent", False):
         note = f"accepted: {_text(answer)} broadcasts like the keepdim shape {_text(reference)}."
-        return scored(1.0, f"Correct ({note})", evidence)
+        return scored(1.0, f"Correct ({note})", evidence, public="Correct.")
     feedback = (
         f"{_text(answer)} holds the right values and broadcasts the same way, but the expected shape keeps every axis "
         f"of the input ({len(reference)} axes, size 1 where averaged)."

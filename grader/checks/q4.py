@@ -92,7 +92,12 @@ def conv1d_backward_matrix(context: CheckContext) -> CheckOutcome:
         feedback = (
             "B is the transpose of your A, so the relation B = Aᵀ is right, but your A is wrong (see q4.a_matrix)."
         )
-        return scored(float(context.params.get("follows_own_a", 0.0)), feedback, {"matched": "transpose of own A"})
+        return scored(
+            float(context.params.get("follows_own_a", 0.0)),
+            feedback,
+            {"matched": "transpose of own A"},
+            public=feedback,
+        )
     return _wrong_entries(answer, symbolic_backward(spec), spec, name="B", backward=True)
 
 
@@ -102,7 +107,8 @@ def _relation_outcome(relation: Relation, spec: Conv1dSpec) -> CheckOutcome:
         note = (
             " (the conjugate transpose, which is Aᵀ for real weights)" if relation.name == "conjugate_transpose" else ""
         )
-        return scored(1.0, f"Correct: B = Aᵀ{note}; autograd's backward Jacobian equals the transpose of A.", evidence)
+        feedback = f"Correct: B = Aᵀ{note}; autograd's backward Jacobian equals the transpose of A."
+        return scored(1.0, feedback, evidence, public=feedback)
     rows, cols = spec.forward_shape
     explanations = {
         "same": f"B cannot be A: A is {rows}x{cols} while B maps dL/dY~ ({rows} entries) to dL/dX~ ({cols})",
@@ -110,9 +116,8 @@ def _relation_outcome(relation: Relation, spec: Conv1dSpec) -> CheckOutcome:
         "pseudo_inverse": "backpropagation does not invert A; it multiplies dL/dY~ by the Jacobian's transpose",
         "negative_transpose": "the sign is wrong: the chain rule adds no minus sign",
     }
-    return scored(
-        0.0, f"{relation.text!s}: {explanations.get(relation.name, 'not the relation between A and B')}.", evidence
-    )
+    feedback = f"{relation.text!s}: {explanations.get(relation.name, 'not the relation between A and B')}."
+    return scored(0.0, feedback, evidence, public=f"{relation.text!s} is not the relation between A and B.")
 
 
 def _follows_own_forward(answer: Matrix, context: CheckContext, spec: Conv1dSpec) -> bool:
@@ -141,7 +146,8 @@ def conv1d_backward_padding(context: CheckContext) -> CheckOutcome:
     reference = backward_convolution(spec)
     evidence: dict[str, Any] = {"accepted": reference.padding, "answer": [left, right]}
     if left == right == reference.padding:
-        return scored(1.0, f"Correct: {left} zeros on each side; {_padding_effect(spec, reference.padding)}.", evidence)
+        feedback = f"Correct: {left} zeros on each side; {_padding_effect(spec, reference.padding)}."
+        return scored(1.0, feedback, evidence, public=feedback)
     produced = apply_backward(probe(spec).grad_output, reference.numeric, (left, right))
     length = "no output at all" if produced is None else f"length {produced.shape[-1]}"
     effect = (
@@ -150,7 +156,8 @@ def conv1d_backward_padding(context: CheckContext) -> CheckOutcome:
     if left == right == 2 * reference.padding and reference.padding > 0:
         feedback = f"{left} looks like the total over both sides; the question asks per side ({effect})."
         return scored(partial_credit(context.params, ["total_of_both_sides"]), feedback, evidence)
-    return scored(0.0, f"{effect.capitalize()}.", evidence)
+    public = f"With {left} and {right} zeros the backward convolution does not reproduce dL/dX."
+    return scored(0.0, f"{effect.capitalize()}.", evidence, public=public)
 
 
 def _padding_effect(spec: Conv1dSpec, padding: int) -> str:
@@ -245,7 +252,7 @@ def _wrong_kernels(
         f"conv1d of the padded dL/dY with your kernels does not reproduce autograd's dL/dX; "
         f"wrong: {', '.join(wrong)}. U^{{ij}} scans channel i of dL/dY and feeds channel j of dL/dX."
     )
-    return scored(0.0, feedback, {"wrong_kernels": wrong})
+    return scored(0.0, feedback, {"wrong_kernels": wrong}, public=feedback)
 
 
 def _match(matrix: Matrix, variants: Sequence[Variant], spec: Conv1dSpec, params: Mapping[str, Any]) -> Variant | None:
@@ -274,9 +281,11 @@ def _mistakes_outcome(
 ) -> CheckOutcome:
     """Full credit without mistakes; else each mistake explained, credit from the rubric's partial table."""
     if not mistakes:
-        return scored(1.0, praise, evidence)
+        return scored(1.0, praise, evidence, public=praise)
+    # naming the mistake says what was wrong; it quotes nothing of the reference
     text = "; ".join(_MISTAKES[m] for m in sorted(mistakes))
-    return scored(partial_credit(params, mistakes), f"{text[0].upper()}{text[1:]}.", evidence)
+    feedback = f"{text[0].upper()}{text[1:]}."
+    return scored(partial_credit(params, mistakes), feedback, evidence, public=feedback)
 
 
 def _wrong_entries(
@@ -287,14 +296,15 @@ def _wrong_entries(
         what = (
             "one row per x_{i,s}, one column per y_{j,t}" if backward else "one row per y_{j,t}, one column per x_{i,s}"
         )
-        return scored(0.0, f"{name} must be {rows}x{cols} ({what}); yours is {len(matrix)}x{len(matrix[0])}.")
+        feedback = f"{name} must be {rows}x{cols} ({what}); yours is {len(matrix)}x{len(matrix[0])}."
+        return scored(0.0, feedback, public=feedback)
     same = entries_equivalent([e for row in matrix for e in row], list(reference))
     wrong = [divmod(index, cols) for index, ok in enumerate(same) if not ok]
     row_label, col_label = (_x_label, _y_label) if backward else (_y_label, _x_label)
     shown = ", ".join(f"({row_label(spec, r)}, {col_label(spec, c)})" for r, c in wrong[:6])
     more = f" and {len(wrong) - 6} more" if len(wrong) > 6 else ""
     feedback = f"{len(wrong)} of {rows * cols} entries of {name} are wrong (checked with sympy): at {shown}{more}."
-    return scored(0.0, feedback, {"wrong_entries": [[r + 1, c + 1] for r, c in wrong]})
+    return scored(0.0, feedback, {"wrong_entries": [[r + 1, c + 1] for r, c in wrong]}, public=feedback)
 
 
 def _y_label(spec: Conv1dSpec, index: int) -> str:

@@ -73,6 +73,8 @@ class Assignment(Base):
     rubric_sha256: Mapped[str] = mapped_column(String(64))
     max_score: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    released_at: Mapped[datetime | None]
+    """When an instructor released grades (students then see full feedback); None: not released by hand."""
 
 
 class Artifact(Base):
@@ -96,6 +98,7 @@ class Submission(Base):
     files: Mapped[list[SubmissionFile]] = relationship(back_populates="submission", order_by="SubmissionFile.id")
     jobs: Mapped[list[GradingJob]] = relationship(back_populates="submission", order_by="GradingJob.number")
     user: Mapped[User] = relationship()
+    assignment: Mapped[Assignment] = relationship()
 
 
 class SubmissionFile(Base):
@@ -153,6 +156,8 @@ class PartResultRow(Base):
     max_points: Mapped[float] = mapped_column(Float)
     feedback: Mapped[str] = mapped_column(Text, default="")
     evidence: Mapped[dict[str, Any] | None]
+    public_feedback: Mapped[str | None] = mapped_column(Text)
+    """The feedback students read before release (grader.domain.results.CheckOutcome.public_feedback)."""
 
     job: Mapped[GradingJob] = relationship(back_populates="results")
 

@@ -35,6 +35,9 @@ class CheckOutcome:
     """Share of the part's points earned, 0.0 to 1.0."""
     feedback: str
     evidence: dict[str, Any] | None = None
+    public_feedback: str | None = None
+    """What a student may read before grades are released: says what was wrong without quoting the reference.
+    None: only a generic line for the status is shown (grader/rubric/disclosure.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,8 @@ class PartResult:
     max_points: float
     feedback: str
     evidence: dict[str, Any] | None = None
+    public_feedback: str | None = None
+    """Stored beside the full feedback; not part of `to_json()` (the staff's and `grader grade`'s view)."""
 
     def to_json(self) -> dict[str, Any]:
         return {

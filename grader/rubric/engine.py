@@ -30,12 +30,14 @@ def grade_part(
     checker = get_checker(part.checker)
     answer = MISSING if part.answer is None else lookup(sheet, part.answer)
     if part.answer is not None and _is_blank(answer):
-        return _result(part, CheckOutcome(PartStatus.MISSING, 0.0, f"No answer given for {part.answer}."))
+        message = f"No answer given for {part.answer}."
+        return _result(part, CheckOutcome(PartStatus.MISSING, 0.0, message, public_feedback=message))
     context = CheckContext(part=part, answer=answer, sheet=sheet, rubric=rubric, evaluations=evaluations)
     try:
         outcome = checker(context)
     except InvalidAnswer as exc:
-        outcome = CheckOutcome(PartStatus.INVALID, 0.0, exc.message)
+        # says which notation was expected and where the answer breaks it: nothing of the reference
+        outcome = CheckOutcome(PartStatus.INVALID, 0.0, exc.message, public_feedback=exc.message)
     return _result(part, outcome)
 
 
@@ -52,4 +54,5 @@ def _result(part: PartSpec, outcome: CheckOutcome) -> PartResult:
         max_points=part.points,
         feedback=outcome.feedback,
         evidence=outcome.evidence,
+        public_feedback=outcome.public_feedback,
     )

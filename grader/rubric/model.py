@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ from grader.errors import RubricError
 
 
 class Visibility(StrEnum):
-    """What a student sees of a part's result before grades are released."""
+    """What a student sees of a part's result before grades are released (after release: everything).
+
+    full: status, points and feedback that says what was wrong without quoting the reference;
+    score_only: status and points; hidden: only that the answer was received."""
 
     FULL = "full"
     SCORE_ONLY = "score_only"
@@ -44,6 +48,8 @@ class Rubric:
     parts: tuple[PartSpec, ...]
     sha256: str
     """Hash of the YAML text, so a result can be traced to the exact file that produced it."""
+    release_at: datetime | None = None
+    """When students start to see full feedback without an instructor releasing by hand (`release_at:`)."""
 
     @property
     def max_score(self) -> float:
@@ -88,7 +94,21 @@ def parse_rubric(text: str, *, source: str = "<rubric>") -> Rubric:
         version=str(data["version"]),
         parts=parts,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        release_at=_moment(data.get("release_at"), f"{source}: release_at"),
     )
+
+
+def _moment(raw: Any, where: str) -> datetime | None:
+    """An ISO 8601 date-time with its time zone (YAML may already have read it as one)."""
+    if raw is None:
+        return None
+    try:
+        moment = raw if isinstance(raw, datetime) else datetime.fromisoformat(str(raw))
+    except ValueError as exc:
+        raise RubricError(f"{where}: expected an ISO 8601 date-time like 2026-12-15T17:00:00-06:00") from exc
+    if moment.tzinfo is None:
+        raise RubricError(f"{where}: give the time zone, e.g. 2026-12-15T17:00:00-06:00")
+    return moment
 
 
 def _parse_part(raw: Any, source: str, index: int) -> PartSpec:

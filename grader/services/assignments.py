@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from grader.db.models import Assignment
+from grader.db.models import Assignment, utcnow
 from grader.errors import NotFound
 from grader.rubric.model import Rubric, RubricCatalog
 
@@ -37,3 +37,14 @@ def get_assignment(session: Session, *, assignment_id: str) -> Assignment:
 
 def list_assignments(session: Session) -> list[Assignment]:
     return list(session.scalars(select(Assignment).order_by(Assignment.id)))
+
+
+def set_release(session: Session, *, assignment_id: str, released: bool) -> Assignment:
+    """Release grades now (students see full feedback), or withdraw a release made by hand."""
+    assignment = get_assignment(session, assignment_id=assignment_id)
+    if released and assignment.released_at is None:
+        assignment.released_at = utcnow()
+    elif not released:
+        assignment.released_at = None
+    session.commit()
+    return assignment

@@ -148,6 +148,7 @@ def store_report(session: Session, *, job: GradingJob, report: GradeReport, rubr
                 max_points=part.max_points,
                 feedback=part.feedback,
                 evidence=part.evidence,
+                public_feedback=part.public_feedback,
             )
         )
     session.add(

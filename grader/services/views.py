@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from grader.db.models import GradingJob, Submission, as_utc
+from grader.db.models import GradingJob, Submission, as_utc, utcnow
 from grader.domain.status import JobStatus, Role
+from grader.rubric.disclosure import is_released, part_view, visible_score
 from grader.rubric.model import Rubric, Visibility
 
 
@@ -36,12 +37,29 @@ def describe_job(job: GradingJob) -> dict[str, Any]:
     }
 
 
+def released(submission: Submission, rubric: Rubric | None) -> bool:
+    """Whether students see full feedback for this submission's assignment now."""
+    released_at = submission.assignment.released_at
+    return is_released(
+        released_at=as_utc(released_at) if released_at else None,
+        release_at=rubric.release_at if rubric else None,
+        now=utcnow(),
+    )
+
+
 def describe_submission(submission: Submission, *, viewer_role: Role, rubric: Rubric | None) -> dict[str, Any]:
-    """The submission with its current job's phases and the newest graded result."""
+    """The submission with its current job's phases and the newest graded result, as `viewer_role` may see it:
+    before release a student sees each part per its visibility (grader/rubric/disclosure.py), and a score over
+    the parts whose points are shown."""
     current = submission.jobs[-1]
     graded = [job for job in submission.jobs if job.status == JobStatus.GRADED]
     latest = graded[-1] if graded else None
     view = describe_job(current)
+    disclosed = viewer_role.is_staff or released(submission, rubric)
+    parts = _parts(latest, rubric, disclosed=disclosed) if latest else []
+    score = latest.score.score if latest and latest.score else None
+    if score is not None and not disclosed:
+        score = visible_score(parts)
     return {
         "id": submission.id,
         "assignment": submission.assignment_id,
@@ -55,30 +73,33 @@ def describe_submission(submission: Submission, *, viewer_role: Role, rubric: Ru
             {"field": f.field, "name": f.original_name, "size": f.size, "sha256": f.artifact_sha256}
             for f in submission.files
         ],
-        "score": latest.score.score if latest and latest.score else None,
+        "score": score,
         "max_score": latest.score.max_score if latest and latest.score else None,
         "rubric_version": latest.score.rubric_version if latest and latest.score else None,
         "graded_by_job": latest.number if latest else None,
-        "parts": _parts(latest, viewer_role, rubric) if latest else [],
+        "released": disclosed if not viewer_role.is_staff else released(submission, rubric),
+        "parts": parts,
         "history": [describe_job(job) for job in submission.jobs] if viewer_role.is_staff else None,
         "status_url": f"/api/v1/submissions/{submission.id}",
     }
 
 
-def _parts(job: GradingJob, viewer_role: Role, rubric: Rubric | None) -> list[dict[str, Any]]:
+def _parts(job: GradingJob, rubric: Rubric | None, *, disclosed: bool) -> list[dict[str, Any]]:
     visibility = {part.id: part.visibility for part in rubric.parts} if rubric else {}
-    parts = []
-    for row in job.results:
-        seen_as = Visibility.FULL if viewer_role.is_staff else visibility.get(row.part_id, Visibility.FULL)
-        if seen_as is Visibility.HIDDEN:
-            continue
-        part: dict[str, Any] = {
-            "id": row.part_id,
-            "status": row.status,
-            "points": row.points,
-            "max_points": row.max_points,
-            "feedback": row.feedback if seen_as is Visibility.FULL else "",
-            "evidence": row.evidence if seen_as is Visibility.FULL else None,
-        }
-        parts.append(part)
-    return parts
+    return [
+        part_view(
+            {
+                "id": row.part_id,
+                "status": row.status,
+                "points": row.points,
+                "max_points": row.max_points,
+                "feedback": row.feedback,
+                "evidence": row.evidence,
+                "public_feedback": row.public_feedback,
+            },
+            # a part the rubric no longer lists: shown as the most careful level until release
+            visibility=visibility.get(row.part_id, Visibility.SCORE_ONLY),
+            disclosed=disclosed,
+        )
+        for row in job.results
+    ]

@@ -58,7 +58,8 @@ def test_submission_is_graded_by_the_worker_with_every_phase_timestamped(service
 def test_api_result_equals_grader_grade_json(service: RunningService) -> None:
     bob = service.user("bob")
     accepted = submit(bob, {"answers": ("answers.yaml", SHEET.read_bytes())}).json()
-    body = wait_for_final(bob, accepted["status_url"])
+    wait_for_final(bob, accepted["status_url"])
+    body = service.user("alice", role="instructor").get(accepted["status_url"]).json()  # staff see everything
     offline = json.loads(service.cli("grade", "--answers", str(SHEET), "--json").stdout)
     assert (body["score"], body["max_score"], body["rubric_version"]) == (
         offline["score"],
@@ -78,6 +79,9 @@ def test_a_correct_sheet_in_any_notation_gets_full_marks_on_q2_to_q4(service: Ru
     assert len(checked) == 12
     assert [part["id"] for part in checked if part["status"] != "correct" or part["points"] != part["max_points"]] == []
     review = next(part for part in body["parts"] if part["id"] == "q2.discussion")
+    assert (review["status"], review["points"]) == ("received", None)  # hidden from students until release
+    staff = service.user("alice", role="instructor").get(accepted["status_url"]).json()
+    review = next(part for part in staff["parts"] if part["id"] == "q2.discussion")
     assert (review["status"], review["points"]) == ("needs_review", 0)
 
 
@@ -191,7 +195,7 @@ def test_a_chunked_body_is_cut_off_at_the_limit(service: RunningService) -> None
 
     def body():  # type: ignore[no-untyped-def]  # no Content-Length: httpx sends it chunked
         nonlocal sent
-        yield b"--x\r\nContent-Disposition: form-data; name=\"v1\"; filename=\"m.pt\"\r\n\r\n"
+        yield b'--x\r\nContent-Disposition: form-data; name="v1"; filename="m.pt"\r\n\r\n'
         chunk = b"\0" * (4 * 1024 * 1024)
         while sent <= limit + len(chunk):
             sent += len(chunk)

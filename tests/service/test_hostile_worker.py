@@ -291,9 +291,7 @@ def test_a_code_running_checkpoint_is_refused_and_code_sees_no_network_other_upl
     )
     assert not ran.exists()
     stopped = parts["q1.v2_accuracy"]
-    _assert_stopped(
-        stopped, "crashed", r"failed while preprocessing records with parse_record: RuntimeError: SNOOP "
-    )
+    _assert_stopped(stopped, "crashed", r"failed while preprocessing records with parse_record: RuntimeError: SNOOP ")
     assert re.search(r"\(ImageUtils\.py, line \d+\)", stopped["feedback"]), stopped["feedback"]
     found = re.search(r"SNOOP (\{.*\})", stopped["feedback"])
     assert found is not None, stopped["feedback"]
