@@ -54,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     token = users.add_parser("token", help="issue a new API token for an existing user (last line)")
     token.add_argument("username")
     token.set_defaults(handler=_cmd_users_token)
+    listing = users.add_parser("list", help="every user with role, roster fields and active tokens")
+    listing.set_defaults(handler=_cmd_users_list)
+    revoke = users.add_parser("revoke", help="revoke every token of a user (they answer 401 at once)")
+    revoke.add_argument("username")
+    revoke.set_defaults(handler=_cmd_users_revoke)
+    roster = users.add_parser("import", help="students from a Canvas roster CSV (idempotent; no tokens issued)")
+    roster.add_argument("roster", type=Path)
+    roster.set_defaults(handler=_cmd_users_import)
+
+    book = commands.add_parser("gradebook", help="the gradebook of an assignment (a table, or a Canvas CSV)")
+    book.add_argument("assignment")
+    book.add_argument("--csv", type=Path, help="write the Canvas gradebook import CSV to this file")
+    book.add_argument("--format", choices=("canvas", "parts"), default="canvas", help="parts: a column per part")
+    book.add_argument("--counting", choices=("latest", "best"), default="latest", help="which submission counts")
+    book.set_defaults(handler=_cmd_gradebook)
 
     release = commands.add_parser("release", help="release an assignment's grades: students see full feedback")
     release.add_argument("assignment")
@@ -110,11 +125,20 @@ def _cmd_db_upgrade(_: argparse.Namespace) -> int:
     return 0
 
 
+def _database() -> None:
+    """The database at the current schema: a fresh data folder gets one instead of a traceback."""
+    from grader.db.migrate import upgrade_database
+
+    get_settings().data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_database()
+
+
 def _cmd_users_create(args: argparse.Namespace) -> int:
     from grader.db.session import session_scope
     from grader.domain.status import Role
     from grader.services.users import create_user, issue_token
 
+    _database()
     with session_scope() as session:
         user = create_user(session, username=args.username, role=Role(args.role))
         token = issue_token(session, user=user)
@@ -128,6 +152,7 @@ def _cmd_users_token(args: argparse.Namespace) -> int:
     from grader.errors import NotFound
     from grader.services.users import get_user_by_username, issue_token
 
+    _database()
     with session_scope() as session:
         user = get_user_by_username(session, username=args.username)
         if user is None:
@@ -152,6 +177,76 @@ def _cmd_release(args: argparse.Namespace) -> int:
     else:
         print(f"{args.assignment}: grades released at {moment}; students see full feedback")
     return 0
+
+
+def _cmd_users_list(_: argparse.Namespace) -> int:
+    from grader.db.session import session_scope
+    from grader.services.users import active_tokens, list_users
+
+    _database()
+    with session_scope() as session:
+        rows = [
+            (u.username, u.role, u.full_name or "", u.section or "", str(active_tokens(session, user=u)))
+            for u in list_users(session)
+        ]
+    _table(("username", "role", "name", "section", "tokens"), rows)
+    return 0
+
+
+def _cmd_users_revoke(args: argparse.Namespace) -> int:
+    from grader.db.session import session_scope
+    from grader.services.users import require_user, revoke_tokens
+
+    _database()
+    with session_scope() as session:
+        count = revoke_tokens(session, user=require_user(session, username=args.username))
+    print(f"revoked {count} token(s) of {args.username!r}; requests with them now answer 401")
+    return 0
+
+
+def _cmd_users_import(args: argparse.Namespace) -> int:
+    from grader.db.session import session_scope
+    from grader.services.users import import_roster
+
+    try:
+        text = args.roster.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {args.roster}: {exc}", field="roster") from exc
+    _database()
+    with session_scope() as session:
+        result = import_roster(session, text=text)
+    print(f"{len(result.created)} created, {len(result.updated)} updated, {len(result.unchanged)} unchanged")
+    return 0
+
+
+def _cmd_gradebook(args: argparse.Namespace) -> int:
+    from grader.db.session import session_scope
+    from grader.rubric.model import RubricCatalog
+    from grader.services import gradebook
+    from grader.services.assignments import sync_assignments
+
+    _database()
+    rubric = RubricCatalog(get_settings().rubrics_dir).get(args.assignment)
+    with session_scope() as session:
+        sync_assignments(session, catalog=RubricCatalog(get_settings().rubrics_dir))
+        rows = gradebook.gradebook_rows(session, rubric=rubric, counting=args.counting)
+    if args.csv is not None:
+        args.csv.write_text(gradebook.canvas_csv(rows, rubric, per_part=args.format == "parts", column=None))
+        print(f"wrote {len(rows)} students to {args.csv} (Canvas gradebook import, {args.format})")
+        return 0
+    ordered, _ = gradebook.query_rows(rows, gradebook.Filters(), limit=len(rows) or 1)
+    table = [
+        (r["user"], r["status"], "" if r["score"] is None else f"{r['score']:g}", f"{r['max_score']:g}")
+        for r in ordered
+    ]
+    _table(("student", "status", "score", "of"), table)
+    return 0
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for line in (header, *rows):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip())
 
 
 def _parse_labelled_paths(values: list[str], option: str) -> dict[str, Path]:

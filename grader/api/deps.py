@@ -6,14 +6,14 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from grader.db.models import User
 from grader.db.session import session_scope
 from grader.domain.status import Role
-from grader.errors import PermissionDenied
+from grader.errors import InputError, PermissionDenied
 from grader.services.dispatch import Dispatcher
 from grader.services.users import authenticate
 from grader.settings import Settings, get_settings
@@ -72,3 +72,16 @@ def require_instructor(user: CurrentUser) -> User:
 
 
 InstructorUser = Annotated[User, Depends(require_instructor)]
+
+
+def only_query(*names: str) -> object:
+    """A route dependency refusing query parameters the route does not take (422 naming the first), so that a
+    misspelt filter is an error instead of being silently ignored. Checked after authentication."""
+
+    def check(request: Request, _: CurrentUser) -> None:
+        unknown = sorted(set(request.query_params) - set(names))
+        if unknown:
+            takes = ", ".join(names) if names else "no query parameters"
+            raise InputError(f"unknown query parameter {unknown[0]!r}; this endpoint takes {takes}", field=unknown[0])
+
+    return Depends(check)

@@ -35,6 +35,12 @@ class PartPublic(BaseModel):
     max_points: float
     feedback: str
     evidence: dict[str, Any] | None = None
+    reviewed: bool = Field(default=False, description="A person scored this part (its points are theirs).")
+    review: dict[str, Any] | None = Field(
+        default=None,
+        description="The newest review: points, comment, reason (an override's), by, at, the automatic result it "
+        "was made over, and stale (that result has changed since). Staff always; students after release.",
+    )
 
 
 class FilePublic(BaseModel):

@@ -1,7 +1,7 @@
-"""SQLAlchemy models: users and tokens, assignments, submissions and their files, grading history.
+"""SQLAlchemy models: users and tokens, assignments, submissions and their files, grading history, reviews.
 
 History is append-only: a regrade adds a GradingJob with its own PartResults and Score; nothing older is
-overwritten. Manual (instructor) scores will live apart from automatic ones, so regrading never erases them.
+overwritten. Human scores (PartReview) live apart from automatic ones, so regrading never erases them.
 """
 
 from __future__ import annotations
@@ -48,6 +48,12 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # From the LMS roster (`grader users import`): what a gradebook export needs to match its rows.
+    full_name: Mapped[str | None] = mapped_column(String(200))
+    lms_id: Mapped[str | None] = mapped_column(String(64))
+    sis_user_id: Mapped[str | None] = mapped_column(String(64))
+    sis_login_id: Mapped[str | None] = mapped_column(String(64))
+    section: Mapped[str | None] = mapped_column(String(200))
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
 
@@ -99,6 +105,7 @@ class Submission(Base):
     jobs: Mapped[list[GradingJob]] = relationship(back_populates="submission", order_by="GradingJob.number")
     user: Mapped[User] = relationship()
     assignment: Mapped[Assignment] = relationship()
+    reviews: Mapped[list[PartReview]] = relationship(order_by="PartReview.id")
 
 
 class SubmissionFile(Base):
@@ -214,3 +221,25 @@ class JobEvaluation(Base):
     evaluation_id: Mapped[str] = mapped_column(
         ForeignKey("checkpoint_evaluations.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class PartReview(Base):
+    """A human's score for one part of one submission (append-only: the newest per part counts).
+
+    For an automatic part it is an override, with a reason; `auto_status` / `auto_points` record the automatic
+    result it was made over, so a regrade that changes that result flags the part for another look."""
+
+    __tablename__ = "part_reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), index=True)
+    part_id: Mapped[str] = mapped_column(String(128))
+    points: Mapped[float] = mapped_column(Float)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str | None] = mapped_column(Text)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    auto_status: Mapped[str | None] = mapped_column(String(16))
+    auto_points: Mapped[float | None] = mapped_column(Float)
+
+    reviewer: Mapped[User] = relationship()

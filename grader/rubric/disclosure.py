@@ -74,10 +74,12 @@ def is_released(*, released_at: datetime | None, release_at: datetime | None, no
 def part_view(part: Mapping[str, Any], *, visibility: Visibility, disclosed: bool) -> dict[str, Any]:
     """The part as its viewer may see it; `disclosed` for staff, and for students after release."""
     shown = {key: part[key] for key in ("id", "status", "points", "max_points", "feedback", "evidence")}
+    shown |= {"reviewed": bool(part.get("reviewed")), "review": part.get("review")}
     if disclosed:
         return shown
+    shown["review"] = None  # a reviewer's comment and reason are shown at release
     if visibility is Visibility.HIDDEN:
-        return {**shown, "status": RECEIVED, "points": None, "feedback": "", "evidence": None}
+        return {**shown, "status": RECEIVED, "points": None, "feedback": "", "evidence": None, "reviewed": False}
     if visibility is Visibility.SCORE_ONLY:
         return {**shown, "feedback": "", "evidence": None}
     evidence = part.get("evidence")

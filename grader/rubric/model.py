@@ -50,6 +50,8 @@ class Rubric:
     """Hash of the YAML text, so a result can be traced to the exact file that produced it."""
     release_at: datetime | None = None
     """When students start to see full feedback without an instructor releasing by hand (`release_at:`)."""
+    gradebook_column: str = ""
+    """The assignment's column title in the LMS gradebook export (`gradebook_column:`, e.g. "Homework 3 (12345)")."""
 
     @property
     def max_score(self) -> float:
@@ -95,6 +97,7 @@ def parse_rubric(text: str, *, source: str = "<rubric>") -> Rubric:
         parts=parts,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         release_at=_moment(data.get("release_at"), f"{source}: release_at"),
+        gradebook_column=str(data.get("gradebook_column") or data.get("title") or data["assignment"]),
     )
 
 

@@ -134,13 +134,35 @@ def get_submission_for(session: Session, *, user: User, submission_id: str) -> S
 
 
 def list_submissions_for(
-    session: Session, *, user: User, assignment_id: str | None = None, limit: int = 100, offset: int = 0
+    session: Session,
+    *,
+    user: User,
+    assignment_id: str | None = None,
+    owner: User | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
 ) -> tuple[list[Submission], int]:
+    """Submissions `user` may see (a student: their own), newest first, filtered by assignment, owner and the
+    status of each submission's newest grading job."""
     query = select(Submission)
     if Role(user.role) is Role.STUDENT:
         query = query.where(Submission.user_id == user.id)
+    if owner is not None:
+        query = query.where(Submission.user_id == owner.id)
     if assignment_id is not None:
         query = query.where(Submission.assignment_id == assignment_id)
+    if status is not None:
+        newest = (
+            select(GradingJob.submission_id, func.max(GradingJob.number).label("number"))
+            .group_by(GradingJob.submission_id)
+            .subquery()
+        )
+        query = (
+            query.join(newest, newest.c.submission_id == Submission.id)
+            .join(GradingJob, (GradingJob.submission_id == Submission.id) & (GradingJob.number == newest.c.number))
+            .where(GradingJob.status == status)
+        )
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(Submission.received_at.desc()).limit(limit).offset(offset))
+    rows = session.scalars(query.order_by(Submission.received_at.desc(), Submission.id).limit(limit).offset(offset))
     return list(rows), total

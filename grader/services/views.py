@@ -9,6 +9,7 @@ from grader.db.models import GradingJob, Submission, as_utc, utcnow
 from grader.domain.status import JobStatus, Role
 from grader.rubric.disclosure import is_released, part_view, visible_score
 from grader.rubric.model import Rubric, Visibility
+from grader.services.reviews import current_reviews, effective_parts
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -56,10 +57,9 @@ def describe_submission(submission: Submission, *, viewer_role: Role, rubric: Ru
     latest = graded[-1] if graded else None
     view = describe_job(current)
     disclosed = viewer_role.is_staff or released(submission, rubric)
-    parts = _parts(latest, rubric, disclosed=disclosed) if latest else []
-    score = latest.score.score if latest and latest.score else None
-    if score is not None and not disclosed:
-        score = visible_score(parts)
+    parts = _parts(submission, latest, rubric, disclosed=disclosed) if latest else []
+    # reviewed points count; before release a student's score covers only the parts they see
+    score = visible_score(parts) if latest and latest.score else None
     return {
         "id": submission.id,
         "assignment": submission.assignment_id,
@@ -84,22 +84,10 @@ def describe_submission(submission: Submission, *, viewer_role: Role, rubric: Ru
     }
 
 
-def _parts(job: GradingJob, rubric: Rubric | None, *, disclosed: bool) -> list[dict[str, Any]]:
+def _parts(submission: Submission, job: GradingJob, rubric: Rubric | None, *, disclosed: bool) -> list[dict[str, Any]]:
     visibility = {part.id: part.visibility for part in rubric.parts} if rubric else {}
     return [
-        part_view(
-            {
-                "id": row.part_id,
-                "status": row.status,
-                "points": row.points,
-                "max_points": row.max_points,
-                "feedback": row.feedback,
-                "evidence": row.evidence,
-                "public_feedback": row.public_feedback,
-            },
-            # a part the rubric no longer lists: shown as the most careful level until release
-            visibility=visibility.get(row.part_id, Visibility.SCORE_ONLY),
-            disclosed=disclosed,
-        )
-        for row in job.results
+        # a part the rubric no longer lists: shown at the most careful level that still shows points
+        part_view(part, visibility=visibility.get(part["id"], Visibility.SCORE_ONLY), disclosed=disclosed)
+        for part in effective_parts(job, current_reviews(submission))
     ]

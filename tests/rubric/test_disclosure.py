@@ -18,7 +18,10 @@ PART = {
     "evidence": {"accepted": "5x5", "answer": "7x7", "matched": "x", "slip": "y"},
     "public_feedback": "7x7 is not the receptive field of one output pixel of the standard block.",
 }
-FULL_VIEW = {key: PART[key] for key in ("id", "status", "points", "max_points", "feedback", "evidence")}
+FULL_VIEW = {key: PART[key] for key in ("id", "status", "points", "max_points", "feedback", "evidence")} | {
+    "reviewed": False,
+    "review": None,
+}
 
 
 @pytest.mark.parametrize(
@@ -60,3 +63,13 @@ def test_release_by_hand_or_by_the_rubrics_date() -> None:
 
 def test_the_visible_score_leaves_hidden_parts_out() -> None:
     assert visible_score([{"points": 2.5}, {"points": None}, {"points": 1.0}]) == 3.5
+
+
+def test_a_reviewers_comment_waits_for_release_and_hidden_parts_do_not_say_they_were_reviewed() -> None:
+    review = {"points": 2.0, "comment": "see the handout", "reason": None, "by": "tom"}
+    part = PART | {"status": "partial", "points": 2.0, "reviewed": True, "review": review}
+    before = part_view(part, visibility=Visibility.FULL, disclosed=False)
+    assert (before["points"], before["reviewed"], before["review"]) == (2.0, True, None)
+    assert part_view(part, visibility=Visibility.FULL, disclosed=True)["review"] == review
+    hidden = part_view(part, visibility=Visibility.HIDDEN, disclosed=False)
+    assert (hidden["points"], hidden["reviewed"], hidden["status"]) == (None, False, RECEIVED)

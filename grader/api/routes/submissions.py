@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, BinaryIO
+from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, File, Query, UploadFile, status
 
-from grader.api.deps import CurrentUser, DispatcherDep, SessionDep, SettingsDep, StaffUser
+from grader.api.deps import CurrentUser, DispatcherDep, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionList, SubmissionPublic
 from grader.api.uploads import SubmissionUploadRoute
 from grader.domain.status import Role
-from grader.errors import RubricError
+from grader.errors import PermissionDenied, RubricError
 from grader.rubric.model import Rubric, RubricCatalog
 from grader.services import jobs, submissions
+from grader.services.users import get_user_by_username
 from grader.services.views import describe_submission
 from grader.settings import Settings
 
@@ -96,17 +97,32 @@ def read_submission(submission_id: str, user: CurrentUser, session: SessionDep, 
     return describe_submission(submission, viewer_role=Role(user.role), rubric=rubric)
 
 
-@router.get("/submissions", response_model=SubmissionList, responses=ERRORS)
+@router.get(
+    "/submissions",
+    response_model=SubmissionList,
+    responses=ERRORS,
+    dependencies=[only_query("assignment", "user", "status", "limit", "offset")],
+)
 def read_submissions(
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
     assignment: str | None = None,
+    status: Literal["received", "queued", "running", "graded", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    owner: Annotated[str | None, Query(alias="user", description="a student's username (staff)")] = None,
 ) -> dict:
+    """Newest first; students see their own. Unknown query parameters are refused (422)."""
+    owner_user = None
+    if owner is not None:
+        if not Role(user.role).is_staff and owner != user.username:
+            raise PermissionDenied("students may list only their own submissions")
+        owner_user = get_user_by_username(session, username=owner)
+        if owner_user is None:
+            return {"items": [], "total": 0}
     rows, total = submissions.list_submissions_for(
-        session, user=user, assignment_id=assignment, limit=limit, offset=offset
+        session, user=user, assignment_id=assignment, owner=owner_user, status=status, limit=limit, offset=offset
     )
     role = Role(user.role)
     items = [
