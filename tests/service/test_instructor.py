@@ -179,7 +179,7 @@ def test_filters_on_the_submission_list_and_a_students_history(service: RunningS
 def test_who_may_do_what(service: RunningService, klass: dict[str, dict]) -> None:
     student, ta, instructor = service.user("gb-cat"), service.user("tom", role="ta"), service.user("alice")
     other = klass["gb-ben"]["status_url"]
-    staff_reads = [f"{ASSIGNMENT}/gradebook", f"{ASSIGNMENT}/gradebook.csv", f"{ASSIGNMENT}/review"]
+    staff_reads = [f"{ASSIGNMENT}/{path}" for path in ("gradebook", "gradebook.csv", "review", "stats")]
     for path in staff_reads:
         assert student.get(path).status_code == 403, path
         assert ta.get(path).status_code == 200, path
@@ -208,3 +208,11 @@ def test_tokens_are_created_listed_and_revoked_at_once(service: RunningService) 
     del service.tokens["gb-ann"]  # later tests get a fresh token
     assert "revoked 0 token(s)" in service.cli("users", "revoke", "gb-ann").stdout
     assert instructor.post("/api/v1/users", json={"username": "gb-ann"}).status_code == 422  # exists
+
+
+def test_class_statistics_over_http(service: RunningService, klass: dict[str, dict]) -> None:
+    stats = service.user("tom", role="ta").get(f"{ASSIGNMENT}/stats").json()
+    assert stats["status_counts"]["graded"] >= 3 and stats["status_counts"]["missing"] >= 1
+    assert stats["scores"]["count"] >= 3 and len(stats["scores"]["bins"]) == 10
+    assert set(stats["parts"]) == {part.id for part in load_rubric(REPO_ROOT / "rubrics" / "csce636-hw3.yaml").parts}
+    assert set(stats["accuracy"]) == {"v1", "v2"} and sum(row["count"] for row in stats["submissions_per_hour"]) >= 4

@@ -14,7 +14,7 @@ from grader.api.schemas import ErrorResponse, SubmissionList, SubmissionPublic
 from grader.domain.status import Role
 from grader.errors import PermissionDenied
 from grader.rubric.model import Rubric, RubricCatalog
-from grader.services import gradebook, reviews, submissions
+from grader.services import gradebook, reviews, stats, submissions
 from grader.services.assignments import get_assignment
 from grader.services.users import require_user
 from grader.services.views import describe_submission
@@ -147,6 +147,14 @@ def read_gradebook_csv(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+@router.get("/assignments/{assignment_id}/stats", responses=ERRORS, dependencies=[only_query()])
+def read_stats(assignment_id: str, _: StaffUser, session: SessionDep, settings: SettingsDep) -> dict:
+    """How the class did (each student's latest submission, reviewed points counted): counts by status, the
+    score distribution, per part mean points / status shares / most common feedback, Q1 accuracy buckets,
+    submissions per hour. Computed by the database."""
+    return stats.assignment_stats(session, rubric=_rubric(settings, assignment_id, session))
 
 
 @router.get(
