@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -166,3 +168,36 @@ def list_submissions_for(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(Submission.received_at.desc(), Submission.id).limit(limit).offset(offset))
     return list(rows), total
+
+
+MAX_SHOWN_FILE_BYTES = 1 << 20
+"""A file's text shown in a page at most this long (the raw download has all of it)."""
+
+
+def submission_file(submission: Submission, field: str) -> SubmissionFile:
+    found = next((file for file in submission.files if file.field == field), None)
+    if found is None:
+        fields = ", ".join(file.field for file in submission.files)
+        raise NotFound(f"the submission has no {field!r} file (it has: {fields})", field="field")
+    return found
+
+
+def file_contents(store: ArtifactStore, file: SubmissionFile) -> list[dict[str, object]]:
+    """What a person reads in a page: the answer sheet's text, or each .py file of a code upload (stored as
+    the grader's own normalised zip). Checkpoints are binary: download them instead."""
+    data = store.read_bytes(file.artifact_sha256)
+    if file.field in CODE_FIELDS:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = [info for info in archive.infolist() if not info.is_dir()]
+            return [
+                {"name": info.filename, "size": info.file_size, **_text(archive.read(info), info.file_size)}
+                for info in members
+            ]
+    if file.field == "answers":
+        return [{"name": file.original_name, "size": file.size, **_text(data, file.size)}]
+    raise InputError(f"{file.field} is a checkpoint (binary): download it instead of reading it", field="field")
+
+
+def _text(data: bytes, size: int) -> dict[str, object]:
+    shown = data[:MAX_SHOWN_FILE_BYTES]
+    return {"text": shown.decode("utf-8", errors="replace"), "truncated": size > len(shown)}

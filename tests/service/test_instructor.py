@@ -216,3 +216,33 @@ def test_class_statistics_over_http(service: RunningService, klass: dict[str, di
     assert stats["scores"]["count"] >= 3 and len(stats["scores"]["bins"]) == 10
     assert set(stats["parts"]) == {part.id for part in load_rubric(REPO_ROOT / "rubrics" / "csce636-hw3.yaml").parts}
     assert set(stats["accuracy"]) == {"v1", "v2"} and sum(row["count"] for row in stats["submissions_per_hour"]) >= 4
+
+
+def test_staff_read_a_submissions_files_and_students_only_their_own(service: RunningService, tmp_path: Path) -> None:
+    from tests.sandbox.submissions import write_submission
+
+    code = write_submission(tmp_path / "hw3")
+    owner, other, ta = service.user("gb-eve"), service.user("gb-cat"), service.user("tom", role="ta")
+    sheet = (DATA / "wrong_sheet.yaml").read_bytes()
+    files = [
+        ("answers", ("answers.yaml", sheet)),
+        ("v2", ("model-v2.pt", b"PK\x03\x04 not a checkpoint")),
+        *[("v2_code", (path.name, path.read_bytes())) for path in sorted(code.glob("*.py"))],
+    ]
+    accepted = owner.post(f"{ASSIGNMENT}/submissions", files=files)
+    assert accepted.status_code == 202, accepted.text
+    url = accepted.json()["status_url"]
+    listing = ta.get(f"{url}/files/v2_code/contents").json()
+    texts = {entry["name"]: entry["text"] for entry in listing["files"]}
+    assert set(texts) == {"NetWork.py", "ImageUtils.py"}
+    assert texts["ImageUtils.py"] == (code / "ImageUtils.py").read_text()
+    answers = ta.get(f"{url}/files/answers/contents").json()["files"][0]
+    assert answers["text"] == sheet.decode() and answers["truncated"] is False
+    raw = ta.get(f"{url}/files/answers")
+    assert raw.content == sheet and 'filename="answers.yaml"' in raw.headers["content-disposition"]
+    assert owner.get(f"{url}/files/answers").content == sheet  # their own
+    assert other.get(f"{url}/files/answers").status_code == 404  # another student's: as if it did not exist
+    binary = ta.get(f"{url}/files/v2/contents")
+    assert binary.status_code == 422 and "download it" in binary.json()["error"]["message"]
+    assert ta.get(f"{url}/files/v2").content == b"PK\x03\x04 not a checkpoint"
+    assert ta.get(f"{url}/files/v1").status_code == 404

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, File, Query, UploadFile, status
+from fastapi.responses import Response
 
 from grader.api.deps import CurrentUser, DispatcherDep, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionList, SubmissionPublic
@@ -17,6 +18,7 @@ from grader.services import jobs, submissions
 from grader.services.users import get_user_by_username
 from grader.services.views import describe_submission
 from grader.settings import Settings
+from grader.storage import ArtifactStore
 
 router = APIRouter(tags=["submissions"])
 CHUNK = 1024 * 1024
@@ -145,3 +147,34 @@ def create_regrade(
     jobs.queue_job(session, job=job, dispatcher=dispatcher)
     session.refresh(job)
     return SubmissionAccepted(id=submission.id, status=job.status, status_url=f"/api/v1/submissions/{submission.id}")
+
+
+@router.get(
+    "/submissions/{submission_id}/files/{field}",
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}, "description": "the file as uploaded"}},
+    dependencies=[only_query()],
+)
+def download_file(
+    submission_id: str, field: str, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """The upload as stored (code: the normalised zip), as a download; staff, or the student who sent it."""
+    submission = submissions.get_submission_for(session, user=user, submission_id=submission_id)
+    file = submissions.submission_file(submission, field)
+    data = ArtifactStore(settings.resolved_storage_dir).read_bytes(file.artifact_sha256)
+    name = file.original_name.replace('"', "").replace("\\", "") or field
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.get("/submissions/{submission_id}/files/{field}/contents", responses=ERRORS, dependencies=[only_query()])
+def read_file_contents(
+    submission_id: str, field: str, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> dict:
+    """For reading in a page: the answer sheet's text, or each file of a code upload with its text."""
+    submission = submissions.get_submission_for(session, user=user, submission_id=submission_id)
+    file = submissions.submission_file(submission, field)
+    store = ArtifactStore(settings.resolved_storage_dir)
+    return {"field": field, "files": submissions.file_contents(store, file)}
