@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     worker = commands.add_parser("worker", help="start a Celery worker process")
-    worker.add_argument("--queues", default="cpu,gpu", help="comma-separated queues to consume (cpu, gpu)")
+    worker.add_argument(
+        "--queues", default="cpu,gpu,regrade", help="comma-separated queues to consume (cpu, gpu, regrade)"
+    )
     worker.add_argument("--concurrency", type=int, default=1)
     worker.set_defaults(handler=_cmd_worker)
 
@@ -69,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--format", choices=("canvas", "parts"), default="canvas", help="parts: a column per part")
     book.add_argument("--counting", choices=("latest", "best"), default="latest", help="which submission counts")
     book.set_defaults(handler=_cmd_gradebook)
+
+    regrade = commands.add_parser("regrade", help="regrade an assignment with the current rubric (a diff at the end)")
+    regrade.add_argument("assignment")
+    regrade.add_argument("--users", nargs="+", metavar="NAME", help="only these students")
+    regrade.add_argument("--parts", nargs="+", metavar="PART", help="check only these parts again (rubric change)")
+    regrade.add_argument("--dry-run", action="store_true", help="show the diff, write no result")
+    regrade.set_defaults(handler=_cmd_regrade)
 
     release = commands.add_parser("release", help="release an assignment's grades: students see full feedback")
     release.add_argument("assignment")
@@ -161,6 +170,58 @@ def _cmd_users_token(args: argparse.Namespace) -> int:
     print(f"new API token for {args.username!r} (shown once):")
     print(token)
     return 0
+
+
+def _cmd_regrade(args: argparse.Namespace) -> int:
+    from grader.db.session import session_scope
+    from grader.rubric.model import RubricCatalog
+    from grader.services import regrades
+    from grader.services.assignments import sync_assignments
+
+    if args.users and args.parts:
+        raise InputError("give --users or --parts, not both", field="--parts")
+    _database()
+    catalog = RubricCatalog(get_settings().rubrics_dir)
+    rubric = catalog.get(args.assignment)
+    raw_scope = {"users": args.users} if args.users else {"parts": args.parts} if args.parts else "all"
+    with session_scope() as session:
+        sync_assignments(session, catalog=catalog)
+        scope = regrades.parse_scope(raw_scope, rubric)
+        regrade = regrades.create_regrade(session, rubric=rubric, scope=scope, dry_run=args.dry_run, user=None)
+        status = "running"
+        while status == "running":  # here, not on the queue: no dispatcher, so chunk after chunk in this process
+            status = regrades.run_regrade(
+                session, regrade_id=regrade.id, rubric=rubric, settings=get_settings(), dispatcher=None
+            )
+            _progress(regrade.done + regrade.failed, regrade.total)
+        view = regrades.describe_regrade(regrade)
+    print(file=sys.stderr)
+    changed = [item for item in view["items"] if item["changes"] or item["status"] != "done"]
+    rows = [
+        (
+            item["user"],
+            item["submission_id"][:8],
+            "" if item["old_score"] is None else f"{item['old_score']:g}",
+            "" if item["new_score"] is None else f"{item['new_score']:g}",
+            ", ".join(f"{part} {c['old']}→{c['new']}" for part, c in item["changes"].items()) or item["detail"][:60],
+        )
+        for item in changed
+    ]
+    _table(("student", "submission", "old", "new", "parts that change"), rows)
+    summary = view["summary"]
+    kind = "dry run, nothing written" if args.dry_run else "applied: a new grading job per submission"
+    print(
+        f"{view['status']} ({kind}): {view['done']} regraded, {view['failed']} failed; "
+        f"{summary['up']} up, {summary['down']} down, {summary['unchanged']} unchanged; "
+        f"rubric {', '.join(view['rubric_version']['before']) or '?'} → {view['rubric_version']['after']}"
+    )
+    return 0 if view["status"] == "finished" else 1
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // total if total else width
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
 
 
 def _cmd_release(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from grader.settings import Settings
 WORKER_STOP_TIMEOUT_S = 30
 
 
-def worker_command(*, queues: str = "cpu,gpu", concurrency: int = 1) -> list[str]:
+def worker_command(*, queues: str = "cpu,gpu,regrade", concurrency: int = 1) -> list[str]:
     return [
         sys.executable,
         "-m",

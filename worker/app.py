@@ -1,4 +1,5 @@
-"""The Celery app: broker from settings, late acks, prefetch 1, one queue per resource (cpu, gpu)."""
+"""The Celery app: broker from settings, late acks, prefetch 1, one queue per resource (cpu, gpu), and one for
+batch regrades (regrade), so a big regrade never holds up students' new submissions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from grader.settings import Settings, get_settings
 
 CPU_QUEUE = "cpu"
 GPU_QUEUE = "gpu"
+REGRADE_QUEUE = "regrade"
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -17,9 +19,15 @@ def create_celery(settings: Settings | None = None) -> Celery:
     if settings.uses_embedded_broker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     app.conf.update(
-        task_queues=tuple(Queue(name, Exchange(name), routing_key=name) for name in (CPU_QUEUE, GPU_QUEUE)),
+        task_queues=tuple(
+            Queue(name, Exchange(name), routing_key=name) for name in (CPU_QUEUE, GPU_QUEUE, REGRADE_QUEUE)
+        ),
         task_default_queue=CPU_QUEUE,
-        task_routes={"grader.grade_job": {"queue": CPU_QUEUE}, "grader.evaluate_checkpoint": {"queue": GPU_QUEUE}},
+        task_routes={
+            "grader.grade_job": {"queue": CPU_QUEUE},
+            "grader.evaluate_checkpoint": {"queue": GPU_QUEUE},
+            "grader.run_regrade": {"queue": REGRADE_QUEUE},
+        },
         # A message is acknowledged only after its task ends, and redelivered if the worker dies mid-task.
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from worker.app import CPU_QUEUE, GPU_QUEUE
+from worker.app import CPU_QUEUE, GPU_QUEUE, REGRADE_QUEUE
 
 
 class CeleryDispatcher:
@@ -16,3 +16,6 @@ class CeleryDispatcher:
 
     def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
         self.app.send_task("grader.evaluate_checkpoint", args=[evaluation_id, job_id], queue=GPU_QUEUE)
+
+    def run_regrade(self, regrade_id: str) -> None:
+        self.app.send_task("grader.run_regrade", args=[regrade_id], queue=REGRADE_QUEUE)

@@ -12,7 +12,7 @@ from celery.worker import WorkController
 from grader.db.session import session_scope
 from grader.errors import InfrastructureError
 from grader.evaluation.safety import require_safe_torch
-from grader.services import evaluations, jobs, sweeper
+from grader.services import evaluations, jobs, regrades, sweeper
 from grader.settings import get_settings
 from worker.app import celery_app
 from worker.dispatch import CeleryDispatcher
@@ -85,6 +85,34 @@ def evaluate_checkpoint(self: Task, evaluation_id: str, job_id: str) -> str:
     for waiting_job in sorted(waiting):
         dispatcher.grade_job(waiting_job, resumed=True)
     return "done"
+
+
+@celery_app.task(name="grader.run_regrade")
+def run_regrade(regrade_id: str) -> str:
+    """One chunk of a batch regrade; the service queues the next chunk itself."""
+    from grader.db.models import Regrade
+    from grader.rubric.model import RubricCatalog
+
+    settings = get_settings()
+    with session_scope() as session:
+        row = session.get(Regrade, regrade_id)
+        if row is None:
+            log.warning("regrade %s is not in this worker's database", regrade_id)
+            return "failed"
+        try:
+            rubric = RubricCatalog(settings.rubrics_dir).get(row.assignment_id)
+            return regrades.run_regrade(
+                session,
+                regrade_id=regrade_id,
+                rubric=rubric,
+                settings=settings,
+                dispatcher=CeleryDispatcher(celery_app),
+            )
+        except Exception as exc:  # the batch ends visibly, never left running
+            session.rollback()
+            log.exception("regrade %s crashed", regrade_id)
+            regrades.fail_regrade(session, regrade_id=regrade_id, detail=f"{type(exc).__name__}: {exc}")
+            return "failed"
 
 
 @worker_init.connect

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from grader import __version__
 from grader.api.errors import install_error_handlers
 from grader.api.limits import BodySizeLimit
-from grader.api.routes import assignments, staff, submissions, system, users
+from grader.api.routes import assignments, regrades, staff, submissions, system, users
 from grader.db.session import session_scope
 from grader.rubric.model import RubricCatalog
 from grader.services.assignments import sync_assignments
@@ -35,6 +35,6 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=get_settings().max_submission_bytes)
-    for module in (system, assignments, submissions, staff, users):
+    for module in (system, assignments, submissions, staff, users, regrades):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -243,3 +243,55 @@ class PartReview(Base):
     auto_points: Mapped[float | None] = mapped_column(Float)
 
     reviewer: Mapped[User] = relationship()
+
+
+class Regrade(Base):
+    """A batch regrade of an assignment after a rubric change: a dry run (a diff, nothing written) or applied
+    (a new grading job per submission; every earlier result stays)."""
+
+    __tablename__ = "regrades"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    assignment_id: Mapped[str] = mapped_column(ForeignKey("assignments.id"), index=True)
+    scope: Mapped[dict[str, Any]]
+    """{"all": true}, {"users": [...]} or {"parts": [...]} (only those parts are checked again)."""
+    dry_run: Mapped[bool] = mapped_column(default=True)
+    status: Mapped[str] = mapped_column(String(16))
+    """queued, running, then finished, cancelled or failed."""
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    started_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    """Who started it over the API (None: `grader regrade` on the server)."""
+    rubric_version: Mapped[str] = mapped_column(String(64))
+    """The rubric version the run grades with (each item records the version it replaces)."""
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    started_by: Mapped[User | None] = relationship()
+    items: Mapped[list[RegradeItem]] = relationship(back_populates="regrade", order_by="RegradeItem.id")
+
+
+class RegradeItem(Base):
+    """One submission in a batch regrade: its score before and after, and the parts whose points change."""
+
+    __tablename__ = "regrade_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    regrade_id: Mapped[str] = mapped_column(ForeignKey("regrades.id", ondelete="CASCADE"), index=True)
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending, done, failed, or queued (applied: its checkpoints needed an evaluation, so a grading job runs)."""
+    old_score: Mapped[float | None] = mapped_column(Float)
+    new_score: Mapped[float | None] = mapped_column(Float)
+    old_rubric_version: Mapped[str | None] = mapped_column(String(64))
+    changes: Mapped[dict[str, Any] | None]
+    """part id → {"old": points, "new": points} for the parts whose points change."""
+    job_id: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+    regrade: Mapped[Regrade] = relationship(back_populates="items")
+    submission: Mapped[Submission] = relationship()

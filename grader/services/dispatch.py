@@ -16,3 +16,7 @@ class Dispatcher(Protocol):
 
     def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
         """Queue one checkpoint evaluation (the `gpu` queue); it re-queues the job when done."""
+
+    def run_regrade(self, regrade_id: str) -> None:
+        """Queue the next chunk of a batch regrade (the `regrade` queue, so students' new work never waits
+        behind a whole batch: each chunk is one task, and other tasks run between chunks)."""

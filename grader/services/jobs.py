@@ -135,7 +135,9 @@ def jobs_waiting_on(session: Session, *, evaluation_id: str) -> list[str]:
     return list(session.scalars(query))
 
 
-def store_report(session: Session, *, job: GradingJob, report: GradeReport, rubric: Rubric) -> None:
+def store_report(
+    session: Session, *, job: GradingJob, report: GradeReport, rubric: Rubric, commit: bool = True
+) -> None:
     session.execute(PartResultRow.__table__.delete().where(PartResultRow.job_id == job.id))
     for position, part in enumerate(report.parts):
         session.add(
@@ -163,7 +165,8 @@ def store_report(session: Session, *, job: GradingJob, report: GradeReport, rubr
     job.status = str(JobStatus.GRADED)
     job.finished_at = utcnow()
     job.detail = ""
-    session.commit()
+    if commit:
+        session.commit()
 
 
 def fail_job(session: Session, *, job: GradingJob, detail: str) -> JobStatus:
