@@ -90,6 +90,8 @@ def test_before_release_each_part_shows_what_its_visibility_allows(graded: tuple
             "max_points": 0,
             "feedback": "",
             "evidence": None,
+            "reviewed": False,
+            "review": None,
         }
     for part_id in SCORE_ONLY:
         assert parts[part_id]["status"] == "partial" and parts[part_id]["points"] == 5.0
