@@ -88,9 +88,22 @@ def _load_json(text: str) -> Any:
         ) from exc
 
 
+_FAST_LOADER = getattr(yaml, "CSafeLoader", None)
+"""libyaml's safe loader, where PyYAML was built with it: the same documents, about ten times faster (a batch
+regrade reads every sheet again). Aliases are refused from its event stream before anything is built."""
+
+
 def _load_yaml(text: str) -> Any:
     try:
-        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
+        if _FAST_LOADER is None:
+            return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
+        for event in yaml.parse(text, Loader=_FAST_LOADER):
+            if isinstance(event, yaml.AliasEvent):
+                raise AnswerSheetError(
+                    f"YAML aliases (*{event.anchor}) are not allowed in an answer sheet "
+                    f"(line {event.start_mark.line + 1})"
+                )
+        return yaml.load(text, Loader=_FAST_LOADER)  # CSafeLoader: the safe tags only
     except AnswerSheetError:
         raise
     except yaml.MarkedYAMLError as exc:
