@@ -170,3 +170,34 @@ def test_users_scope_takes_only_their_graded_submissions(settings: Settings) -> 
         )
         assert regrade.total == 1 and regrade.items[0].submission.user.username == "gus"
         assert session.query(User).count() == 2 and session.query(GradingJob).count() == 2
+
+
+def test_an_override_whose_automatic_result_changes_is_flagged_and_queued_for_another_look(
+    settings: Settings,
+) -> None:
+    from grader.services.reviews import current_reviews, effective_parts, review_part, review_queue
+    from grader.storage import ArtifactStore
+
+    with session_scope(settings.resolved_database_url) as session:
+        hal = graded_class(session, settings, {"hal": "wrong_sheet.yaml"})["hal"]
+        ta = create_user(session, username="ta2", role=Role.TA)
+        review_part(
+            session,
+            submission=hal,
+            part_id="q2.standard_params",
+            points=5,
+            comment="",
+            reason="the declared convention was a typo",
+            reviewer=ta,
+            rubric=CHANGED,
+        )
+        regrade = regrades.create_regrade(session, rubric=CHANGED, scope={"all": True}, dry_run=False, user=ta)
+        assert run_to_end(session, regrade.id, settings) == "finished"
+        session.expire_all()
+        parts = {p["id"]: p for p in effective_parts(hal.jobs[-1], current_reviews(hal))}
+        part = parts["q2.standard_params"]
+        assert part["points"] == 5 and part["review"]["stale"] is True  # 2.5 → 4.0 under the override
+        assert part["review"]["automatic"] == {"status": "partial", "points": 4.0}
+        store = ArtifactStore(settings.resolved_storage_dir)
+        queue = review_queue([hal], rubric=CHANGED, store=store, part="q2.standard_params")
+        assert [(item["user"], item["stale"]) for item in queue] == [("hal", True)]
