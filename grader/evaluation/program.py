@@ -541,8 +541,8 @@ class _Recorder:
             self.truncated = self.truncated or op is not None
             self._producers[node.name] = tuple(sorted({i for ref in data for i in self._producers[ref]}))
             return
-        tensors = [ref for ref in _refs(list(node.args)) if isinstance(ref, str)]
-        operands = tensors[:2] if op == "add" else data[:1]
+        # an addition's two operands (a weight's producers are none); any other call's data input
+        operands = _refs(list(node.args))[:2] if op == "add" else data[:1]
         inputs = [list(self._producers.get(ref, ())) for ref in operands]
         attributes = _attributes(op, node, args, outputs[0])
         self.events.append([op, node.module, inputs, attributes])

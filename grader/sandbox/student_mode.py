@@ -112,7 +112,7 @@ def evaluate_student_code(
         return _failed(SandboxStatus.REJECTED_INVALID_FILE, f"{' and '.join(missing)} not found in your code", context)
     count = min(limit_images or len(testset), len(testset))
     started = time.perf_counter()
-    probes = np.random.default_rng().integers(0, 256, size=(PROBE_IMAGES, 3, 32, 32), dtype=np.uint8)
+    probes = probe_images(np.random.default_rng())
     run = _run(files, probes, arguments, interface, limits)
     log.info("student-code run for %s %s: %s in %.1f s", label, checkpoint_sha[:12], run.status, run.wall_seconds)
     built = _outcome(run, limits)
@@ -129,6 +129,14 @@ def evaluate_student_code(
     result["sandbox"] = run.evidence()
     result["seconds"] = {**_seconds(run.payload.get("info")), "total": round(time.perf_counter() - started, 3)}
     return result
+
+
+def probe_images(rng: np.random.Generator) -> np.ndarray:
+    """Random images whose brightness and contrast differ per image and per channel, so that the known kinds
+    of preprocessing (global, per image, per channel) give clearly different outputs on them."""
+    low = rng.integers(0, 120, size=(PROBE_IMAGES, 3, 1, 1))
+    span = rng.integers(40, 136, size=(PROBE_IMAGES, 3, 1, 1))
+    return (low + rng.random((PROBE_IMAGES, 3, 32, 32)) * span).astype(np.uint8)
 
 
 def _missing_modules(files: list[tuple[str, bytes]], interface: ModelInterface) -> list[str]:

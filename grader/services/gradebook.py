@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from grader.db.models import GradingJob, Submission, User
+from grader.db.models import GradingJob, Submission, User, as_utc
 from grader.domain.status import Role
 from grader.errors import InputError
 from grader.rubric.model import Rubric
@@ -126,7 +126,7 @@ def _row(submission: Submission, rubric: Rubric) -> dict[str, Any]:
     return {
         **_identity(submission.user),
         "submission_id": submission.id,
-        "received_at": submission.received_at.isoformat(),
+        "received_at": as_utc(submission.received_at).isoformat().replace("+00:00", "Z"),
         "status": submission.jobs[-1].status,
         "score": round(sum(part["points"] for part in parts), 4) if job else None,
         "max_score": rubric.max_score,

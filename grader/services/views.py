@@ -56,7 +56,8 @@ def describe_submission(submission: Submission, *, viewer_role: Role, rubric: Ru
     graded = [job for job in submission.jobs if job.status == JobStatus.GRADED]
     latest = graded[-1] if graded else None
     view = describe_job(current)
-    disclosed = viewer_role.is_staff or released(submission, rubric)
+    is_released = released(submission, rubric)
+    disclosed = viewer_role.is_staff or is_released
     parts = _parts(submission, latest, rubric, disclosed=disclosed) if latest else []
     # reviewed points count; before release a student's score covers only the parts they see
     score = visible_score(parts) if latest and latest.score else None
@@ -77,7 +78,7 @@ def describe_submission(submission: Submission, *, viewer_role: Role, rubric: Ru
         "max_score": latest.score.max_score if latest and latest.score else None,
         "rubric_version": latest.score.rubric_version if latest and latest.score else None,
         "graded_by_job": latest.number if latest else None,
-        "released": disclosed if not viewer_role.is_staff else released(submission, rubric),
+        "released": is_released,
         "parts": parts,
         "history": [describe_job(job) for job in submission.jobs] if viewer_role.is_staff else None,
         "status_url": f"/api/v1/submissions/{submission.id}",

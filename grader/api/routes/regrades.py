@@ -68,11 +68,11 @@ def read_regrades(assignment_id: str, _: StaffUser, session: SessionDep) -> dict
     return {"items": [regrades.describe_regrade(row, with_items=False) for row in rows], "total": len(rows)}
 
 
-@router.get("/regrades/{regrade_id}", responses=ERRORS, dependencies=[only_query()])
-def read_regrade(regrade_id: str, _: StaffUser, session: SessionDep) -> dict:
+@router.get("/regrades/{regrade_id}", responses=ERRORS, dependencies=[only_query("items")])
+def read_regrade(regrade_id: str, _: StaffUser, session: SessionDep, items: bool = True) -> dict:
     """Progress (`total`, `done`, `failed`), who started it, the rubric version before → after, and the diff: per
-    submission old → new score and the parts whose points change."""
-    return regrades.describe_regrade(regrades.get_regrade(session, regrade_id))
+    submission old → new score and the parts whose points change (`items=false`: progress only, for polling)."""
+    return regrades.describe_regrade(regrades.get_regrade(session, regrade_id), with_items=items)
 
 
 @router.post("/regrades/{regrade_id}/cancel", responses=ERRORS)
