@@ -4,11 +4,13 @@ applied run adds a job per submission and keeps reviews, cancelling works, only 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import Backends
 from tests.service.conftest import RunningService, wait_for_final
 
 pytestmark = pytest.mark.service
@@ -87,3 +89,56 @@ def test_a_cancelled_regrade_ends_cancelled_with_whole_items(service: RunningSer
     assert report["status"] in ("cancelled", "finished")
     for item in report["items"]:
         assert (item["status"], item["job_id"] is None) in (("pending", True), ("done", False))
+
+
+BULK = 600
+
+
+def test_a_fresh_submission_is_graded_while_a_big_regrade_runs(service: RunningService, backends: Backends) -> None:
+    """600 graded submissions (made here through the services, on the service's own database and storage), an
+    applied regrade of all of them (six chunks on the regrade queue), and a new submission sent right after:
+    it is graded before the regrade ends, not behind it."""
+    from grader.db.session import session_scope
+    from grader.domain.status import Role
+    from grader.rubric.model import RubricCatalog
+    from grader.services.assignments import sync_assignments
+    from grader.services.jobs import run_job
+    from grader.services.submissions import IncomingFile, create_submission
+    from grader.services.users import create_user
+    from grader.settings import Settings
+
+    settings = Settings(data_dir=backends.data_dir, database_url=backends.database_url)
+    sheet = (DATA / "wrong_sheet.yaml").read_bytes()
+    names = [f"bulk{index:04d}" for index in range(BULK)]
+    with session_scope(backends.database_url) as session:
+        sync_assignments(session, catalog=RubricCatalog(settings.rubrics_dir))
+        for name in names:
+            user = create_user(session, username=name, role=Role.STUDENT)
+            answers = IncomingFile("answers", "answers.yaml", [sheet])
+            made = create_submission(
+                session, settings=settings, user=user, assignment_id="csce636-hw3", answers=answers
+            )
+            session.commit()
+            run_job(session, job_id=made.jobs[0].id, settings=settings, dispatcher=_NoQueue(), max_attempts=3)
+
+    instructor = service.user("alice", role="instructor")
+    started = instructor.post(f"{ASSIGNMENT}/regrades", json={"scope": {"users": names}, "dry_run": False})
+    assert started.status_code == 202 and started.json()["total"] == BULK
+    fresh = submit(service.user("rg-fresh"), "correct_sheet.yaml")
+    progress = instructor.get(started.json()["status_url"], params={"items": "false"}).json()
+    report = wait_for_regrade(instructor, started.json()["status_url"], timeout=300)
+    assert report["status"] == "finished" and report["done"] == BULK
+    graded_at = datetime.fromisoformat(fresh["phases"]["graded"])
+    assert fresh["status"] == "graded" and graded_at < datetime.fromisoformat(report["finished_at"])
+    assert progress["done"] < BULK, "the fresh submission waited for the whole regrade"
+
+
+class _NoQueue:
+    def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
+        raise AssertionError("answers-only sheets need no queue")
+
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
+        raise AssertionError("answers-only sheets need no evaluation")
+
+    def run_regrade(self, regrade_id: str) -> None:
+        raise AssertionError("not used here")
