@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from grader import __version__
 from grader.api.errors import install_error_handlers
@@ -15,8 +19,10 @@ from grader.db.session import session_scope
 from grader.rubric.model import RubricCatalog
 from grader.services.assignments import sync_assignments
 from grader.settings import get_settings
+from grader.web import pages
 
 API_PREFIX = "/api/v1"
+WEB = Path(pages.__file__).resolve().parent
 
 
 @asynccontextmanager
@@ -27,7 +33,8 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
+    # Swagger UI and ReDoc from the package's own copies: /docs works on a server without internet.
+    app = FastAPIOffline(
         title="grader",
         version=__version__,
         description="Automated homework grading for deep-learning courses. Authenticate with a Bearer token.",
@@ -37,4 +44,7 @@ def create_app() -> FastAPI:
     app.add_middleware(BodySizeLimit, max_body_bytes=get_settings().max_submission_bytes)
     for module in (system, assignments, submissions, staff, users, regrades):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.mount("/dashboard/static", StaticFiles(directory=str(WEB / "static")), name="dashboard-static")
+    app.include_router(pages.router)
+    app.add_api_route("/", lambda: RedirectResponse("/dashboard"), include_in_schema=False)
     return app

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Float, and_, case, func, select
 from sqlalchemy.orm import Session
 
-from grader.db.models import GradingJob, PartResultRow, PartReview, Submission, User
+from grader.db.models import GradingJob, PartResultRow, PartReview, Submission, User, as_utc, utcnow
 from grader.domain.status import JobStatus, Role
 from grader.rubric.model import Rubric
 
@@ -216,3 +216,23 @@ def _per_hour(session: Session, assignment_id: str) -> list[dict[str, Any]]:
         select(hour, func.count()).where(Submission.assignment_id == assignment_id).group_by(hour).order_by(hour)
     ).all()
     return [{"hour": moment, "count": count} for moment, count in rows]
+
+
+def queue_snapshot(session: Session) -> dict[str, Any]:
+    """Grading jobs waiting, running and failed right now, and how long the oldest waiting one has waited."""
+    waiting = (str(JobStatus.RECEIVED), str(JobStatus.QUEUED))
+    counts = dict(
+        session.execute(
+            select(GradingJob.status, func.count())
+            .where(GradingJob.status.in_([*waiting, str(JobStatus.RUNNING), str(JobStatus.FAILED)]))
+            .group_by(GradingJob.status)
+        ).all()
+    )
+    oldest = session.scalar(select(func.min(GradingJob.created_at)).where(GradingJob.status.in_(waiting)))
+    age = (utcnow() - as_utc(oldest)).total_seconds() if oldest is not None else None
+    return {
+        "waiting": sum(counts.get(status, 0) for status in waiting),
+        "running": counts.get(str(JobStatus.RUNNING), 0),
+        "failed": counts.get(str(JobStatus.FAILED), 0),
+        "oldest_waiting_seconds": round(age, 1) if age is not None else None,
+    }
