@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grader.answers.sheet import check_assignment, parse_answer_sheet
+from grader.answers.sheet import parse_answer_sheet
+from grader.answers.validate import require_valid_sheet
 from grader.db.models import Submission
 from grader.domain.results import GradeReport
 from grader.errors import InfrastructureError, InputError, InvalidAnswer
@@ -105,7 +106,7 @@ def grade_answer_file(
     limits: SandboxLimits | None = None,
 ) -> GradeReport:
     sheet = parse_answer_sheet(answers.read_bytes(), filename=answers.name)
-    check_assignment(sheet, rubric.assignment)
+    require_valid_sheet(sheet, rubric)  # a misspelt key is an error, never a silent `missing`
     evaluations = evaluate_checkpoints_locally(
         sheet, checkpoints or {}, cifar10_root=cifar10_root, code=code, rubric_path=rubric_path, limits=limits
     )

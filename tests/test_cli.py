@@ -67,3 +67,15 @@ def test_bad_arguments_exit_non_zero_with_a_message(args: list[str], phrase: str
     result = grader(*args)
     assert result.returncode != 0
     assert phrase in result.stderr
+
+
+def test_a_misspelt_key_fails_check_and_grade_with_the_nearest_valid_key(tmp_path: Path) -> None:
+    sheet = tmp_path / "answers.yaml"
+    sheet.write_text("assignment: csce636-hw3\nq1:\n  v1_preprocessing: imagenet\nq2:\n  standard_param: 18432\n")
+    checked = grader("check", "--answers", str(sheet))
+    assert checked.returncode == 1
+    assert "q2.standard_param: unknown key q2.standard_param: did you mean q2.standard_params?" in checked.stdout
+    assert "q1.v1_preprocessing: " in checked.stdout and "unknown preprocessing 'imagenet'" in checked.stdout
+    graded = grader("grade", "--answers", str(sheet), "--json")
+    assert graded.returncode != 0 and graded.stdout == ""
+    assert "did you mean q2.standard_params?" in graded.stderr or "unknown preprocessing" in graded.stderr

@@ -1,4 +1,5 @@
-"""Format-only validation of an answer sheet (`grader check`): every present answer must parse; nothing is scored.
+"""Validation of an answer sheet without scoring: the strict checks a submission must pass (no unknown key, usable
+declarations), and `grader check`'s format check of every present answer.
 
 Uses the same parsers as the checkers (grader.answers.formats) and imports neither torch nor sympy.
 """
@@ -8,23 +9,51 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from grader.answers.fields import checkpoint_labels, unknown_keys
 from grader.answers.formats import Parse, get_format
 from grader.answers.sheet import check_assignment
 from grader.errors import AnswerSheetError, InvalidAnswer
+from grader.evaluation.preprocessing import declared_preprocessing, preprocessing_path, read_preprocessing
 from grader.rubric.model import PartSpec, Rubric
 from grader.rubric.registry import MISSING, lookup
 
 
 def validate_sheet(sheet: Mapping[str, Any], rubric: Rubric) -> list[tuple[str, str]]:
-    """(part id or sheet field, message) for each answer that is present but in no accepted notation."""
+    """(part id or sheet field, message) for each problem `grader check` reports: the sheet's structural
+    problems (see `sheet_problems`), then each answer that is present but in no accepted notation."""
+    problems = sheet_problems(sheet, rubric)
+    for part in rubric.parts:
+        problems.extend(_part_problems(part, sheet))
+    return problems
+
+
+def sheet_problems(sheet: Mapping[str, Any], rubric: Rubric) -> list[tuple[str, str]]:
+    """What makes a sheet unacceptable at submission (422) rather than a part scored `invalid`: another
+    assignment, a key the sheet may not hold (with the nearest valid one), a declaration the grader cannot use
+    (e.g. an unknown preprocessing kind, which would otherwise zero the checkpoint's parts)."""
     problems: list[tuple[str, str]] = []
     try:
         check_assignment(sheet, rubric.assignment)
     except AnswerSheetError as exc:
         problems.append(("assignment", exc.message))
-    for part in rubric.parts:
-        problems.extend(_part_problems(part, sheet))
+    problems += unknown_keys(sheet, rubric)
+    for label in checkpoint_labels(rubric):
+        if declared_preprocessing(sheet, label) is None:
+            continue
+        try:
+            read_preprocessing(sheet, label)
+        except InvalidAnswer as exc:
+            problems.append((preprocessing_path(label), exc.message))
     return problems
+
+
+def require_valid_sheet(sheet: Mapping[str, Any], rubric: Rubric) -> None:
+    """AnswerSheetError (422, naming the field) for the first of `sheet_problems`."""
+    problems = sheet_problems(sheet, rubric)
+    if problems:
+        field, message = problems[0]
+        more = f" ({len(problems) - 1} more problem(s); `grader check` lists them all)" if len(problems) > 1 else ""
+        raise AnswerSheetError(f"{message}{more}", field=field)
 
 
 def _part_problems(part: PartSpec, sheet: Mapping[str, Any]) -> list[tuple[str, str]]:

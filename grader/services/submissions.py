@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from grader.answers.sheet import check_assignment, parse_answer_sheet
+from grader.answers.sheet import parse_answer_sheet
+from grader.answers.validate import require_valid_sheet
 from grader.db.models import Artifact, GradingJob, Submission, SubmissionFile, User
 from grader.domain.status import JobStatus, Role
 from grader.errors import InputError, NotFound, UploadTooLarge
+from grader.rubric.model import RubricCatalog
 from grader.services.assignments import get_assignment
 from grader.settings import Settings
 from grader.storage import ArtifactStore
@@ -50,7 +52,7 @@ def create_submission(
     store = ArtifactStore(settings.resolved_storage_dir)
     answers_blob = store.save(answers.chunks, max_bytes=settings.max_answers_bytes, field="answers")
     sheet = parse_answer_sheet(store.read_bytes(answers_blob.sha256), filename=answers.filename)
-    check_assignment(sheet, assignment_id)
+    require_valid_sheet(sheet, RubricCatalog(settings.rubrics_dir).get(assignment_id))
     submission = Submission(assignment_id=assignment_id, user_id=user.id)
     session.add(submission)
     session.flush()

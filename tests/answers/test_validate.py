@@ -13,7 +13,11 @@ from tests.answers.sheets import KEY_A, KEY_KERNELS, REPO_ROOT, full_rubric, set
 
 CORRECT: dict[str, Any] = {
     "assignment": "csce636-hw3",
-    "q1": {"v1_preprocessing": "anything: Q1 is checked elsewhere", "v2_preprocessing": {"kind": "??"}},
+    "q1": {
+        "v1_preprocessing": "scale",
+        "v2_preprocessing": {"kind": "mean_std", "mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26]},
+        "v2_config": {"resnet_size": 18, "first_num_filters": 16},
+    },
     "q2": {
         "standard_params": 18432,
         "standard_params_includes": [],
@@ -60,6 +64,13 @@ def test_blank_and_missing_answers_are_not_problems() -> None:
         ("q4.c_padding", "two", "q4.c_padding", "zeros on each side"),
         ("q4.c_kernels", {"U11": ["w1^11"]}, "q4.c_kernels", "taps"),
         ("assignment", "csce636-hw2", "assignment", "csce636-hw2"),
+        # declarations the grader cannot use, and keys the sheet may not hold, are problems too
+        ("q1.v1_preprocessing", "imagenet", "q1.v1_preprocessing", "unknown preprocessing 'imagenet'"),
+        ("q1.v2_preprocessing", {"kind": "mean_std"}, "q1.v2_preprocessing", "needs 'mean' and 'std'"),
+        ("q2.standard_param", 18432, "q2.standard_param", "did you mean q2.standard_params?"),
+        ("q2.standard_params_include", [], "q2.standard_params_include", "did you mean q2.standard_params_includes?"),
+        ("q3.zzz", 1, "q3.zzz", "the keys under q3 are: a_mean_shape"),
+        ("q5", {"a": 1}, "q5", "top-level keys are: assignment, q1, q2, q3, q4"),
     ],
 )
 def test_each_unparsable_answer_is_reported(path: str, value: Any, where: str, phrase: str) -> None:
@@ -75,3 +86,20 @@ def test_validation_imports_neither_torch_nor_sympy() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_json_schema_is_the_same_model_and_forbids_other_keys() -> None:
+    from grader.answers.fields import sheet_schema
+
+    schema = sheet_schema(full_rubric())
+    assert schema["additionalProperties"] is False and set(schema["properties"]) == {
+        "assignment",
+        "q1",
+        "q2",
+        "q3",
+        "q4",
+    }
+    q2 = schema["$defs"]["Csce636Hw3SheetQ2"]
+    assert q2["additionalProperties"] is False
+    assert {"standard_params", "standard_params_includes", "discussion"} <= set(q2["properties"])
+    assert "parameters of the standard residual block" in q2["properties"]["standard_params"]["description"]

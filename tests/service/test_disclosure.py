@@ -139,3 +139,21 @@ def test_the_cli_releases_and_withdraws_too(service: RunningService, graded: tup
     finally:
         assert "withdrawn" in service.cli("release", "csce636-hw3", "--withdraw").stdout
     assert student.get(student_view["status_url"]).json()["released"] is False
+
+
+def test_a_misspelt_key_is_refused_at_submission_with_the_nearest_valid_key(service: RunningService) -> None:
+    student = service.user("dora")
+    before = student.get("/api/v1/submissions").json()["total"]
+    refused = student.post(
+        f"{ASSIGNMENT}/submissions", files={"answers": ("a.yaml", b"q2:\n  standard_param: 18432\n")}
+    )
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["field"] == "q2.standard_param" and "did you mean q2.standard_params?" in error["message"]
+    bad_kind = student.post(
+        f"{ASSIGNMENT}/submissions", files={"answers": ("a.yaml", b"q1:\n  v1_preprocessing: imagenet\n")}
+    )
+    assert bad_kind.status_code == 422 and bad_kind.json()["error"]["field"] == "q1.v1_preprocessing"
+    assert student.get("/api/v1/submissions").json()["total"] == before  # nothing stored as a submission
+    schema = student.get(f"{ASSIGNMENT}/sheet-schema").json()
+    assert schema["additionalProperties"] is False and "q2" in schema["properties"]

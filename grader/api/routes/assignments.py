@@ -6,6 +6,7 @@ from datetime import datetime
 
 from fastapi import APIRouter
 
+from grader.answers.fields import sheet_schema
 from grader.api.deps import CurrentUser, InstructorUser, SessionDep, SettingsDep
 from grader.api.schemas import AssignmentPublic, ErrorResponse
 from grader.db.models import Assignment, as_utc, utcnow
@@ -64,3 +65,10 @@ def withdraw_release(
 ) -> AssignmentPublic:
     """Back to the pre-release view for students (a rubric's past `release_at` still releases)."""
     return _public(set_release(session, assignment_id=assignment_id, released=False), settings)
+
+
+@router.get("/assignments/{assignment_id}/sheet-schema", responses=ERRORS)
+def read_sheet_schema(assignment_id: str, _: CurrentUser, session: SessionDep, settings: SettingsDep) -> dict:
+    """The answer sheet's JSON Schema (editors validate against it): every field, no other key."""
+    get_assignment(session, assignment_id=assignment_id)
+    return sheet_schema(RubricCatalog(settings.rubrics_dir).get(assignment_id))
