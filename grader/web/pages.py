@@ -17,6 +17,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from grader.api import downloads
 from grader.api.deps import DispatcherDep, SessionDep, SettingsDep
 from grader.db.models import User
 from grader.domain.status import Role
@@ -220,14 +221,7 @@ def gradebook_csv(
 ) -> Response:
     _staff(request, session)
     rubric = _rubric(settings, session, assignment_id)
-    rows = gradebook.gradebook_rows(session, rubric=rubric)
-    text = gradebook.canvas_csv(rows, rubric, per_part=format == "parts", column=None)
-    name = f"{assignment_id}-gradebook{'-parts' if format == 'parts' else ''}.csv"
-    return Response(
-        text.encode("utf-8"),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    return downloads.gradebook_csv(session, rubric, per_part=format == "parts")
 
 
 @router.get("/assignments/{assignment_id}/review", response_class=HTMLResponse)
@@ -350,12 +344,7 @@ def submission_file(
 ) -> Response:
     user = current_user(request, session)
     row = submissions.get_submission_for(session, user=user, submission_id=submission_id)
-    file = submissions.submission_file(row, field)
-    data = ArtifactStore(settings.resolved_storage_dir).read_bytes(file.artifact_sha256)
-    name = file.original_name.replace('"', "") or field
-    return Response(
-        data, media_type="application/octet-stream", headers={"Content-Disposition": f'attachment; filename="{name}"'}
-    )
+    return downloads.submission_file(row, field, ArtifactStore(settings.resolved_storage_dir))
 
 
 @router.post("/submissions/{submission_id}/parts/{part_id}/review")

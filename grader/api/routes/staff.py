@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from grader.api import downloads
 from grader.api.deps import CurrentUser, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse, SubmissionList, SubmissionPublic
 from grader.domain.status import Role
@@ -139,14 +140,7 @@ def read_gradebook_csv(
 ) -> Response:
     """Canvas's gradebook import format; `format=parts` gives one column per part."""
     rubric = _rubric(settings, assignment_id, session)
-    rows = gradebook.gradebook_rows(session, rubric=rubric, counting=counting)
-    text = gradebook.canvas_csv(rows, rubric, per_part=format == "parts", column=column)
-    name = f"{assignment_id}-gradebook{'-parts' if format == 'parts' else ''}.csv"
-    return Response(
-        text.encode("utf-8"),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    return downloads.gradebook_csv(session, rubric, per_part=format == "parts", counting=counting, column=column)
 
 
 @router.get("/assignments/{assignment_id}/stats", responses=ERRORS, dependencies=[only_query()])

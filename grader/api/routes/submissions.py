@@ -8,6 +8,7 @@ from typing import Annotated, BinaryIO, Literal
 from fastapi import APIRouter, File, Query, UploadFile, status
 from fastapi.responses import Response
 
+from grader.api import downloads
 from grader.api.deps import CurrentUser, DispatcherDep, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionList, SubmissionPublic
 from grader.api.uploads import SubmissionUploadRoute
@@ -159,14 +160,7 @@ def download_file(
 ) -> Response:
     """The upload as stored (code: the normalised zip), as a download; staff, or the student who sent it."""
     submission = submissions.get_submission_for(session, user=user, submission_id=submission_id)
-    file = submissions.submission_file(submission, field)
-    data = ArtifactStore(settings.resolved_storage_dir).read_bytes(file.artifact_sha256)
-    name = file.original_name.replace('"', "").replace("\\", "") or field
-    return Response(
-        data,
-        media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{name}"', "X-Content-Type-Options": "nosniff"},
-    )
+    return downloads.submission_file(submission, field, ArtifactStore(settings.resolved_storage_dir))
 
 
 @router.get("/submissions/{submission_id}/files/{field}/contents", responses=ERRORS, dependencies=[only_query()])
