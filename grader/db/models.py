@@ -270,6 +270,8 @@ class Regrade(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    """Last progress; the sweeper resends a regrade whose chunk message was lost (broker down, worker killed)."""
 
     started_by: Mapped[User | None] = relationship()
     items: Mapped[list[RegradeItem]] = relationship(back_populates="regrade", order_by="RegradeItem.id")

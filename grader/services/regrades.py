@@ -88,6 +88,16 @@ def create_regrade(session: Session, *, rubric: Rubric, scope: Mapping[str, Any]
     return regrade
 
 
+def send_regrade(session: Session, *, regrade: Regrade, dispatcher: Dispatcher) -> None:
+    """Queue its first chunk; with the broker down it stays `queued`, says so, and the sweeper sends it later."""
+    try:
+        dispatcher.run_regrade(regrade.id)
+    except Exception as exc:  # any broker failure: the regrade is stored, so say so instead of failing
+        log.warning("could not queue regrade %s: %s", regrade.id, exc)
+        regrade.detail = f"stored; the queue is unreachable right now ({type(exc).__name__}): sent when it is back"
+        session.commit()
+
+
 def get_regrade(session: Session, regrade_id: str) -> Regrade:
     regrade = session.get(Regrade, regrade_id)
     if regrade is None:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from grader.db.models import CheckpointEvaluation, GradingJob, JobEvaluation, as_utc, utcnow
+from grader.db.models import CheckpointEvaluation, GradingJob, JobEvaluation, Regrade, as_utc, utcnow
 from grader.domain.status import EvaluationStatus, JobStatus
 from grader.services.dispatch import Dispatcher
 from grader.services.jobs import queue_job, stale_jobs
@@ -29,6 +29,8 @@ class SweepReport:
     """Jobs that had never reached the queue."""
     resent_jobs: list[str] = field(default_factory=list)
     resent_evaluations: list[str] = field(default_factory=list)
+    resent_regrades: list[str] = field(default_factory=list)
+    """Batch regrades whose next chunk never reached the queue, or whose worker went silent."""
 
 
 def sweep(session: Session, *, settings: Settings, dispatcher: Dispatcher) -> SweepReport:
@@ -41,9 +43,26 @@ def sweep(session: Session, *, settings: Settings, dispatcher: Dispatcher) -> Sw
         _resend(session, job=job, cutoff=cutoff, dispatcher=dispatcher, report=report)
         job.updated_at = utcnow()
         session.commit()
-    if report.queued or report.resent_jobs or report.resent_evaluations:
+    for regrade in _silent_regrades(session, settings):
+        dispatcher.run_regrade(regrade.id)
+        regrade.updated_at = utcnow()
+        session.commit()
+        report.resent_regrades.append(regrade.id)
+    if report.queued or report.resent_jobs or report.resent_evaluations or report.resent_regrades:
         log.warning("sweep resent work: %s", report)
     return report
+
+
+def _silent_regrades(session: Session, settings: Settings) -> list[Regrade]:
+    """Queued ones the queue never got (after `requeue_after_s`), running ones without progress for as long as
+    a silent job (a chunk takes seconds, so a resend never doubles live work)."""
+    queued_cutoff = utcnow() - timedelta(seconds=settings.requeue_after_s)
+    running_cutoff = utcnow() - timedelta(seconds=settings.resolved_stuck_after_s)
+    query = select(Regrade).where(
+        ((Regrade.status == "queued") & (Regrade.updated_at < queued_cutoff))
+        | ((Regrade.status == "running") & (Regrade.updated_at < running_cutoff))
+    )
+    return list(session.scalars(query))
 
 
 def _silent_jobs(session: Session, cutoff: datetime) -> list[GradingJob]:

@@ -276,11 +276,7 @@ def regrade_start(
     regrade = regrades.create_regrade(
         session, rubric=rubric, scope=regrades.parse_scope(raw, rubric), dry_run=dry_run == "yes", user=user
     )
-    try:
-        dispatcher.run_regrade(regrade.id)
-    except Exception as exc:  # the broker is down: stored, and says so on its page
-        regrade.detail = f"stored; the queue is unreachable right now ({type(exc).__name__})"
-        session.commit()
+    regrades.send_regrade(session, regrade=regrade, dispatcher=dispatcher)
     return RedirectResponse(f"/dashboard/regrades/{regrade.id}", status_code=303)
 
 

@@ -201,3 +201,43 @@ def test_an_override_whose_automatic_result_changes_is_flagged_and_queued_for_an
         store = ArtifactStore(settings.resolved_storage_dir)
         queue = review_queue([hal], rubric=CHANGED, store=store, part="q2.standard_params")
         assert [(item["user"], item["stale"]) for item in queue] == [("hal", True)]
+
+
+class Recorder:
+    def __init__(self, *, down: bool = False) -> None:
+        self.sent: list[str] = []
+        self.down = down
+
+    def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
+        raise AssertionError("no job here needs the queue")
+
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
+        raise AssertionError("no evaluation here")
+
+    def run_regrade(self, regrade_id: str) -> None:
+        if self.down:
+            raise ConnectionError("broker down")
+        self.sent.append(regrade_id)
+
+
+def test_a_regrade_whose_message_was_lost_is_resent_by_the_sweeper(settings: Settings) -> None:
+    from datetime import timedelta
+
+    from grader.db.models import utcnow
+    from grader.services.sweeper import sweep
+
+    with session_scope(settings.resolved_database_url) as session:
+        graded_class(session, settings, {"ivy": "wrong_sheet.yaml"})
+        lost = regrades.create_regrade(session, rubric=CHANGED, scope={"all": True}, dry_run=True, user=None)
+        regrades.send_regrade(session, regrade=lost, dispatcher=Recorder(down=True))  # the broker is down
+        assert lost.status == "queued" and "sent when it is back" in lost.detail
+        fresh = regrades.create_regrade(session, rubric=CHANGED, scope={"all": True}, dry_run=True, user=None)
+        done = regrades.create_regrade(session, rubric=CHANGED, scope={"all": True}, dry_run=True, user=None)
+        assert run_to_end(session, done.id, settings) == "finished"
+        lost.updated_at = done.updated_at = utcnow() - timedelta(seconds=settings.requeue_after_s + 5)
+        session.commit()
+        recorder = Recorder()
+        report = sweep(session, settings=settings, dispatcher=recorder)
+        assert recorder.sent == [lost.id] and report.resent_regrades == [lost.id]  # not the fresh or finished one
+        assert sweep(session, settings=settings, dispatcher=recorder).resent_regrades == []  # just resent
+        assert fresh.status == "queued"

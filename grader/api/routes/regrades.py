@@ -54,7 +54,7 @@ def post_regrade(
     rubric = RubricCatalog(settings.rubrics_dir).get(assignment_id)
     scope = regrades.parse_scope(body.scope, rubric)
     regrade = regrades.create_regrade(session, rubric=rubric, scope=scope, dry_run=body.dry_run, user=user)
-    dispatcher.run_regrade(regrade.id)
+    regrades.send_regrade(session, regrade=regrade, dispatcher=dispatcher)
     return RegradeStarted(
         id=regrade.id, status=regrade.status, total=regrade.total, status_url=f"/api/v1/regrades/{regrade.id}"
     )
