@@ -35,6 +35,12 @@ def get_assignment(session: Session, *, assignment_id: str) -> Assignment:
     return assignment
 
 
+def assignment_rubric(session: Session, *, catalog: RubricCatalog, assignment_id: str) -> Rubric:
+    """The rubric of a known assignment (NotFound, 404, for an id the database does not know)."""
+    get_assignment(session, assignment_id=assignment_id)
+    return catalog.get(assignment_id)
+
+
 def list_assignments(session: Session) -> list[Assignment]:
     return list(session.scalars(select(Assignment).order_by(Assignment.id)))
 

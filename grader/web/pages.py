@@ -22,9 +22,9 @@ from grader.api.deps import DispatcherDep, SessionDep, SettingsDep
 from grader.db.models import User
 from grader.domain.status import Role
 from grader.errors import InputError, NotFound, PermissionDenied, RubricError
-from grader.rubric.model import Rubric, RubricCatalog
+from grader.rubric.model import RubricCatalog
 from grader.services import gradebook, regrades, reviews, stats, submissions
-from grader.services.assignments import get_assignment, list_assignments
+from grader.services.assignments import assignment_rubric, list_assignments
 from grader.services.users import authenticate
 from grader.services.views import describe_submission
 from grader.storage import ArtifactStore
@@ -91,11 +91,6 @@ def _instructor(request: Request, session: Any) -> User:
     if Role(user.role) is not Role.INSTRUCTOR:
         raise PermissionDenied("only instructors may do this")
     return user
-
-
-def _rubric(settings: Any, session: Any, assignment_id: str) -> Rubric:
-    get_assignment(session, assignment_id=assignment_id)
-    return RubricCatalog(settings.rubrics_dir).get(assignment_id)
 
 
 # ---------------------------------------------------------------- signing in and out
@@ -171,7 +166,7 @@ def mine(request: Request, session: SessionDep, settings: SettingsDep) -> Respon
 @page
 def overview(request: Request, assignment_id: str, session: SessionDep, settings: SettingsDep) -> Response:
     user = _staff(request, session)
-    rubric = _rubric(settings, session, assignment_id)
+    rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
     numbers = stats.assignment_stats(session, rubric=rubric)
     accuracy = {
         label: charts.histogram(
@@ -204,7 +199,7 @@ def students(
     sort: str = "user",
 ) -> Response:
     user = _staff(request, session)
-    rubric = _rubric(settings, session, assignment_id)
+    rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
     rows = gradebook.gradebook_rows(session, rubric=rubric)
     needle = q.strip().lower()
     if needle:
@@ -220,7 +215,7 @@ def gradebook_csv(
     request: Request, assignment_id: str, session: SessionDep, settings: SettingsDep, format: str = "canvas"
 ) -> Response:
     _staff(request, session)
-    rubric = _rubric(settings, session, assignment_id)
+    rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
     return downloads.gradebook_csv(session, rubric, per_part=format == "parts")
 
 
@@ -230,7 +225,7 @@ def review_queue(
     request: Request, assignment_id: str, session: SessionDep, settings: SettingsDep, part: str = "", i: int = 0
 ) -> Response:
     user = _staff(request, session)
-    rubric = _rubric(settings, session, assignment_id)
+    rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
     store = ArtifactStore(settings.resolved_storage_dir)
     queue = reviews.review_queue(
         gradebook.load_submissions(session, assignment_id), rubric=rubric, store=store, part=part or None
@@ -247,7 +242,7 @@ def review_queue(
 @page
 def regrade_list(request: Request, assignment_id: str, session: SessionDep, settings: SettingsDep) -> Response:
     user = _staff(request, session)
-    rubric = _rubric(settings, session, assignment_id)
+    rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
     rows = [
         regrades.describe_regrade(r, with_items=False)
         for r in regrades.list_regrades(session, assignment_id=assignment_id)
@@ -270,7 +265,7 @@ def regrade_start(
 ) -> Response:
     check_csrf(request, csrf)
     user = _instructor(request, session)
-    rubric = _rubric(settings, session, assignment_id)
+    rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
     listed = sorted({name.strip() for name in names.replace(",", " ").split() if name.strip()})
     raw = "all" if scope == "all" else {scope: listed}
     regrade = regrades.create_regrade(

@@ -14,9 +14,9 @@ from grader.api.deps import CurrentUser, SessionDep, SettingsDep, StaffUser, onl
 from grader.api.schemas import ErrorResponse, SubmissionList, SubmissionPublic
 from grader.domain.status import Role
 from grader.errors import PermissionDenied
-from grader.rubric.model import Rubric, RubricCatalog
+from grader.rubric.model import RubricCatalog
 from grader.services import gradebook, reviews, stats, submissions
-from grader.services.assignments import get_assignment
+from grader.services.assignments import assignment_rubric
 from grader.services.users import require_user
 from grader.services.views import describe_submission
 from grader.storage import ArtifactStore
@@ -89,11 +89,6 @@ class ReviewIn(BaseModel):
     reason: str | None = Field(default=None, description="required when overriding an automatically scored part")
 
 
-def _rubric(settings: Any, assignment_id: str, session: Any) -> Rubric:
-    get_assignment(session, assignment_id=assignment_id)  # 404 for an unknown assignment
-    return RubricCatalog(settings.rubrics_dir).get(assignment_id)
-
-
 @router.get(
     "/assignments/{assignment_id}/gradebook",
     response_model=Gradebook,
@@ -117,7 +112,7 @@ def read_gradebook(
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict:
     """One row per student for the submission that counts (latest, or `counting=best`), with reviewed points."""
-    rubric = _rubric(settings, assignment_id, session)
+    rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
     rows = gradebook.gradebook_rows(session, rubric=rubric, counting=counting)
     filters = gradebook.Filters(user, status, part, part_status, min_score, max_score)
     items, total = gradebook.query_rows(rows, filters, sort=sort, limit=limit, offset=offset)
@@ -139,7 +134,7 @@ def read_gradebook_csv(
     column: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """Canvas's gradebook import format; `format=parts` gives one column per part."""
-    rubric = _rubric(settings, assignment_id, session)
+    rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
     return downloads.gradebook_csv(session, rubric, per_part=format == "parts", counting=counting, column=column)
 
 
@@ -148,7 +143,10 @@ def read_stats(assignment_id: str, _: StaffUser, session: SessionDep, settings: 
     """How the class did (each student's latest submission, reviewed points counted): counts by status, the
     score distribution, per part mean points / status shares / most common feedback, Q1 accuracy buckets,
     submissions per hour. Computed by the database."""
-    return stats.assignment_stats(session, rubric=_rubric(settings, assignment_id, session))
+    return stats.assignment_stats(
+        session,
+        rubric=assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id),
+    )
 
 
 @router.get(
@@ -161,7 +159,7 @@ def read_review_queue(
     assignment_id: str, _: StaffUser, session: SessionDep, settings: SettingsDep, part: str | None = None
 ) -> dict:
     """Parts waiting for a person, oldest submission first, with the written answer or the file list."""
-    rubric = _rubric(settings, assignment_id, session)
+    rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
     store = ArtifactStore(settings.resolved_storage_dir)
     queue = reviews.review_queue(
         gradebook.load_submissions(session, assignment_id), rubric=rubric, store=store, part=part
