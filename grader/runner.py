@@ -1,7 +1,9 @@
-"""`grader run`: one command that migrates, then runs the API with one worker process beside it."""
+"""`grader run`: one command that migrates, then runs the API with one worker process per queue beside it (so an
+answers-only submission never waits behind another student's checkpoint evaluation or a batch regrade)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -9,9 +11,12 @@ import sys
 from grader.settings import Settings
 
 WORKER_STOP_TIMEOUT_S = 30
+RUN_QUEUES = ("cpu", "gpu", "regrade")
 
 
 def worker_command(*, queues: str = "cpu,gpu,regrade", concurrency: int = 1) -> list[str]:
+    # A node name unique per process: heartbeats are kept per name, and Celery warns about duplicate names.
+    name = f"{queues.replace(',', '+')}.{os.getpid()}@%h"
     return [
         sys.executable,
         "-m",
@@ -28,6 +33,8 @@ def worker_command(*, queues: str = "cpu,gpu,regrade", concurrency: int = 1) -> 
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
+        "--hostname",
+        name,
     ]
 
 
@@ -40,22 +47,24 @@ def run_service(settings: Settings, *, host: str, port: int) -> int:
     require_safe_torch()  # checked here too, so that `make run` fails at once rather than in the worker's log
     upgrade_database()
     _print_banner(settings, host, port)
-    worker = subprocess.Popen(worker_command())
+    started = [subprocess.Popen(worker_command(queues=queue)) for queue in RUN_QUEUES]
     try:
         uvicorn.run("grader.api.app:create_app", factory=True, host=host, port=port)
     finally:
-        _stop(worker)
+        _stop(started)
     return 0
 
 
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)  # Celery's warm shutdown: finish the current task, then exit
-    try:
-        worker.wait(timeout=WORKER_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
+def _stop(started: list[subprocess.Popen[bytes]]) -> None:
+    for worker in started:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)  # Celery's warm shutdown: finish the current task, then exit
+    for worker in started:
+        try:
+            worker.wait(timeout=WORKER_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 def _print_banner(settings: Settings, host: str, port: int) -> None:

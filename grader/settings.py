@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     """A job or evaluation whose worker was silent this long is resent; default: task time limit + 120 s."""
     sweep_interval_s: int = 60
     """How often each worker looks for jobs to resend."""
+    heartbeat_interval_s: PositiveInt = 15
+    """How often each worker records that it is alive (the dashboard's and `/ready`'s "workers alive")."""
+    worker_dead_after_s: PositiveInt | None = None
+    """A worker silent this long counts as gone; default four heartbeats."""
 
     sandbox_wall_s: PositiveFloat | None = None
     """Wall-clock limit of one sandboxed evaluation run (student code, or reference-mode loading); default
@@ -95,6 +99,10 @@ class Settings(BaseSettings):
     @property
     def resolved_stuck_after_s(self) -> int:
         return self.stuck_after_s if self.stuck_after_s is not None else self.task_time_limit_s + 120
+
+    @property
+    def resolved_worker_dead_after_s(self) -> int:
+        return self.worker_dead_after_s if self.worker_dead_after_s is not None else 4 * self.heartbeat_interval_s
 
     @property
     def resolved_sandbox_wall_s(self) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from grader.errors import InfrastructureError
 from worker.app import CPU_QUEUE, GPU_QUEUE, REGRADE_QUEUE
 
 
@@ -19,3 +20,10 @@ class CeleryDispatcher:
 
     def run_regrade(self, regrade_id: str) -> None:
         self.app.send_task("grader.run_regrade", args=[regrade_id], queue=REGRADE_QUEUE)
+
+    def check_broker(self, *, timeout_s: float) -> None:
+        try:
+            with self.app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=timeout_s)
+        except Exception as exc:  # kombu raises its own and the transport's errors alike
+            raise InfrastructureError(f"broker unreachable ({type(exc).__name__}: {exc})") from exc

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 from celery import Task, bootsteps
 from celery.exceptions import SoftTimeLimitExceeded
@@ -12,7 +14,7 @@ from celery.worker import WorkController
 from grader.db.session import session_scope
 from grader.errors import InfrastructureError
 from grader.evaluation.safety import require_safe_torch
-from grader.services import evaluations, jobs, regrades, sweeper
+from grader.services import evaluations, jobs, regrades, sweeper, workers
 from grader.settings import get_settings
 from worker.app import celery_app
 from worker.dispatch import CeleryDispatcher
@@ -148,4 +150,40 @@ class SweepStep(bootsteps.StartStopStep):
             self.timer_ref.cancel()  # type: ignore[attr-defined]
 
 
+class HeartbeatStep(bootsteps.StartStopStep):
+    """Records every `GRADER_HEARTBEAT_INTERVAL_S` seconds that this worker is alive and which queues it serves
+    (the dashboard's and `/ready`'s "workers alive"); a clean stop says so at once."""
+
+    requires = ("celery.worker.components:Timer",)
+
+    def __init__(self, worker: object, **kwargs: object) -> None:
+        super().__init__(worker, **kwargs)
+        self.timer_ref: object | None = None
+        self.name = ""
+        self.queues: list[str] = []
+
+    def beat(self) -> None:
+        try:
+            with session_scope() as session:
+                workers.beat(session, name=self.name, host=socket.gethostname(), pid=os.getpid(), queues=self.queues)
+        except Exception:  # a missed beat only makes the worker look idle for a while; never crash over it
+            log.exception("heartbeat failed")
+
+    def start(self, worker: WorkController) -> None:
+        self.name = str(worker.hostname)
+        self.queues = sorted(worker.app.amqp.queues.consume_from)
+        self.beat()
+        self.timer_ref = worker.timer.call_repeatedly(get_settings().heartbeat_interval_s, self.beat, priority=10)
+
+    def stop(self, worker: WorkController) -> None:
+        if self.timer_ref is not None:
+            self.timer_ref.cancel()  # type: ignore[attr-defined]
+        try:
+            with session_scope() as session:
+                workers.stopped(session, name=self.name)
+        except Exception:
+            log.exception("could not record the worker's stop")
+
+
 celery_app.steps["worker"].add(SweepStep)
+celery_app.steps["worker"].add(HeartbeatStep)

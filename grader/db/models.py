@@ -297,3 +297,21 @@ class RegradeItem(Base):
 
     regrade: Mapped[Regrade] = relationship(back_populates="items")
     submission: Mapped[Submission] = relationship()
+
+
+class WorkerHeartbeat(Base):
+    """One worker process's heartbeat: which queues it serves and when it last said it was alive.
+
+    Each worker writes only its own row (its Celery node name), so no two processes race on one row."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[str] = mapped_column(String(255))
+    """Comma-separated queue names (cpu, gpu, regrade)."""
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    stopped_at: Mapped[datetime | None]
+    """Set on a clean shutdown; a killed worker simply stops beating."""

@@ -20,3 +20,6 @@ class Dispatcher(Protocol):
     def run_regrade(self, regrade_id: str) -> None:
         """Queue the next chunk of a batch regrade (the `regrade` queue, so students' new work never waits
         behind a whole batch: each chunk is one task, and other tasks run between chunks)."""
+
+    def check_broker(self, *, timeout_s: float) -> None:
+        """Connect to the broker once; raise InfrastructureError saying why when it cannot be reached."""

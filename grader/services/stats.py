@@ -13,9 +13,20 @@ from typing import Any
 from sqlalchemy import Float, and_, case, func, select
 from sqlalchemy.orm import Session
 
-from grader.db.models import GradingJob, PartResultRow, PartReview, Submission, User, as_utc, utcnow
-from grader.domain.status import JobStatus, Role
+from grader.db.models import (
+    CheckpointEvaluation,
+    GradingJob,
+    PartResultRow,
+    PartReview,
+    Submission,
+    User,
+    as_utc,
+    utcnow,
+)
+from grader.domain.status import EvaluationStatus, JobStatus, Role
 from grader.rubric.model import Rubric
+from grader.services import workers
+from grader.settings import Settings
 
 BINS = 10
 TOP_FEEDBACK = 3
@@ -218,8 +229,9 @@ def _per_hour(session: Session, assignment_id: str) -> list[dict[str, Any]]:
     return [{"hour": moment, "count": count} for moment, count in rows]
 
 
-def queue_snapshot(session: Session) -> dict[str, Any]:
-    """Grading jobs waiting, running and failed right now, and how long the oldest waiting one has waited."""
+def queue_snapshot(session: Session, *, settings: Settings) -> dict[str, Any]:
+    """Grading jobs waiting, running and failed right now, how long the oldest waiting one has waited, checkpoint
+    evaluations waiting, and the live workers per queue (from their heartbeats)."""
     waiting = (str(JobStatus.RECEIVED), str(JobStatus.QUEUED))
     counts = dict(
         session.execute(
@@ -230,9 +242,16 @@ def queue_snapshot(session: Session) -> dict[str, Any]:
     )
     oldest = session.scalar(select(func.min(GradingJob.created_at)).where(GradingJob.status.in_(waiting)))
     age = (utcnow() - as_utc(oldest)).total_seconds() if oldest is not None else None
+    evaluations_waiting = session.scalar(
+        select(func.count())
+        .select_from(CheckpointEvaluation)
+        .where(CheckpointEvaluation.status.in_([str(EvaluationStatus.PENDING), str(EvaluationStatus.QUEUED)]))
+    )
     return {
         "waiting": sum(counts.get(status, 0) for status in waiting),
         "running": counts.get(str(JobStatus.RUNNING), 0),
         "failed": counts.get(str(JobStatus.FAILED), 0),
         "oldest_waiting_seconds": round(age, 1) if age is not None else None,
+        "evaluations_waiting": int(evaluations_waiting or 0),
+        "workers_alive": workers.alive_by_queue(session, settings=settings),
     }

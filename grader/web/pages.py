@@ -180,7 +180,7 @@ def overview(request: Request, assignment_id: str, session: SessionDep, settings
         user,
         rubric=rubric,
         stats=numbers,
-        queue=stats.queue_snapshot(session),
+        queue=stats.queue_snapshot(session, settings=settings),
         score_chart=charts.histogram(numbers["scores"]["bins"], name="scores", label="Score distribution"),
         accuracy_charts=accuracy,
         part_chart=charts.part_bars(numbers["parts"]),

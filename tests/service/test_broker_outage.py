@@ -38,6 +38,9 @@ def test_submission_survives_an_unreachable_broker(service: RunningService, back
         assert response.json()["status"] == "received"
         stored = client.get(response.json()["status_url"]).json()
         assert "queue is unreachable" in stored["detail"]
+        ready = httpx.get(f"{broken.base_url}/api/v1/ready", timeout=30)
+        assert ready.status_code == 503
+        assert "broker" in ready.json()["problems"] and "unreachable" in ready.json()["broker"]
     finally:
         api.terminate()
         api.wait(timeout=30)

@@ -95,6 +95,9 @@ def test_an_instructor_reads_the_charts_reviews_regrades_and_exports(
     segments = page.query_selector_all("svg[data-chart=parts] rect.segment[data-part='q2.discussion']")
     assert segments and all(0 < float(s.get_attribute("data-share")) <= 1 for s in segments)
     assert page.query_selector("svg[data-chart=per-hour] rect.bar") is not None
+    # the queue right now, with the live workers of each queue (`grader run` starts one per queue)
+    for queue in ("cpu", "gpu", "regrade"):
+        assert int(page.inner_text(f".tile[data-workers={queue}] .n")) >= 1
 
     # the students table, sorted by score, links to the submission
     page.click("text=Students")

@@ -3,15 +3,11 @@ run equals what the applied run writes, history and reviews are kept, a cancelle
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
 
-from grader.db.migrate import upgrade_database
 from grader.db.models import GradingJob, PartReview, Submission, User
 from grader.db.session import session_scope
 from grader.domain.status import JobStatus, Role
@@ -23,7 +19,7 @@ from grader.services.jobs import run_job
 from grader.services.submissions import IncomingFile, create_submission
 from grader.services.users import create_user
 from grader.settings import Settings
-from tests.conftest import REPO_ROOT, _create_postgres_database, _drop_postgres_database
+from tests.conftest import REPO_ROOT
 
 DATA = REPO_ROOT / "tests" / "data"
 RUBRIC_TEXT = (REPO_ROOT / "rubrics" / "csce636-hw3.yaml").read_text()
@@ -44,20 +40,6 @@ class NoQueue:
 
     def run_regrade(self, regrade_id: str) -> None:
         pass  # the test calls run_regrade itself, chunk by chunk
-
-
-@pytest.fixture()
-def settings(tmp_path: Path) -> Iterator[Settings]:
-    admin = os.environ.get("GRADER_TEST_DATABASE_URL", "")
-    name = None
-    if admin.startswith("postgresql"):
-        url, name = _create_postgres_database(admin)
-    else:
-        url = f"sqlite:///{tmp_path / 'regrade.db'}"
-    upgrade_database(url)
-    yield Settings(data_dir=tmp_path, database_url=url, rubrics_dir=REPO_ROOT / "rubrics")
-    if name:
-        _drop_postgres_database(admin, name)
 
 
 def graded_class(session: Session, settings: Settings, sheets: dict[str, str]) -> dict[str, Submission]:

@@ -3,37 +3,18 @@ GRADER_TEST_DATABASE_URL names one): every number below is worked out by hand fr
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
-import pytest
 from sqlalchemy.orm import Session
 
-from grader.db.migrate import upgrade_database
 from grader.db.models import GradingJob, PartResultRow, PartReview, Score, Submission, User
 from grader.db.session import session_scope
 from grader.rubric.model import load_rubric
 from grader.services.assignments import upsert_assignment
 from grader.services.stats import assignment_stats
-from tests.conftest import REPO_ROOT, _create_postgres_database, _drop_postgres_database
+from tests.conftest import REPO_ROOT
 
 RUBRIC = load_rubric(REPO_ROOT / "rubrics" / "csce636-hw3.yaml")
-
-
-@pytest.fixture()
-def database(tmp_path: Path) -> Iterator[str]:
-    admin = os.environ.get("GRADER_TEST_DATABASE_URL", "")
-    if admin.startswith("postgresql"):
-        url, name = _create_postgres_database(admin)
-        upgrade_database(url)
-        yield url
-        _drop_postgres_database(admin, name)
-    else:
-        url = f"sqlite:///{tmp_path / 'stats.db'}"
-        upgrade_database(url)
-        yield url
 
 
 def at(hour: int, minute: int) -> datetime:

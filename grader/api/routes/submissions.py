@@ -15,7 +15,7 @@ from grader.api.uploads import SubmissionUploadRoute
 from grader.domain.status import Role
 from grader.errors import PermissionDenied, RubricError
 from grader.rubric.model import Rubric, RubricCatalog
-from grader.services import jobs, submissions
+from grader.services import jobs, submissions, workers
 from grader.services.users import get_user_by_username
 from grader.services.views import describe_submission
 from grader.settings import Settings
@@ -97,7 +97,11 @@ router.add_api_route(
 def read_submission(submission_id: str, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> dict:
     submission = submissions.get_submission_for(session, user=user, submission_id=submission_id)
     rubric = _rubric_or_none(settings, submission.assignment_id)
-    return describe_submission(submission, viewer_role=Role(user.role), rubric=rubric)
+    view = describe_submission(submission, viewer_role=Role(user.role), rubric=rubric)
+    stalled = workers.stall_note(session, settings=settings, job=submission.jobs[-1])
+    if stalled:
+        view["detail"] = f"{view['detail']} ({stalled})" if view["detail"] else stalled
+    return view
 
 
 @router.get(
