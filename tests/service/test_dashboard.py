@@ -67,9 +67,15 @@ def klass(service: RunningService) -> dict[str, dict]:
     return graded
 
 
-def sign_in(browser: object, service: RunningService, name: str, role: str = "student") -> object:
+LAPTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+def sign_in(
+    browser: object, service: RunningService, name: str, role: str = "student", viewport: dict = LAPTOP
+) -> object:
     service.user(name, role=role)  # made through the CLI; its token is kept
-    page = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True).new_page()  # type: ignore[attr-defined]
+    page = browser.new_context(viewport=viewport, accept_downloads=True).new_page()  # type: ignore[attr-defined]
     page.goto(f"{service.base_url}/dashboard")
     assert "/dashboard/sign-in" in page.url
     page.fill("#token", service.tokens[name])
@@ -177,6 +183,33 @@ def test_a_student_sees_only_their_own_work_and_no_staff_page(
     response = page.goto(f"{service.base_url}/dashboard/assignments/{ASSIGNMENT}/students")
     assert response.status == 403
     page.screenshot(path=str(SHOTS / "student-403.png"))
+
+
+def test_every_staff_page_fits_a_phone_and_is_reachable_by_keyboard(
+    browser: object, service: RunningService, klass: dict[str, dict]
+) -> None:
+    page = sign_in(browser, service, "web-alice", role="instructor", viewport=PHONE)
+    paths = {
+        "overview": f"/dashboard/assignments/{ASSIGNMENT}",
+        "students": f"/dashboard/assignments/{ASSIGNMENT}/students",
+        "submission": f"/dashboard/submissions/{klass['web-ann']['id']}",
+        "review": f"/dashboard/assignments/{ASSIGNMENT}/review",
+        "regrades": f"/dashboard/assignments/{ASSIGNMENT}/regrades",
+    }
+    for name, path in paths.items():
+        response = page.goto(f"{service.base_url}{path}")
+        assert response.status == 200, (name, response.status)
+        # the page itself never scrolls sideways (wide tables and charts scroll inside their own box)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{name} is {overflow} px wider than a phone"
+        page.screenshot(path=str(SHOTS / f"phone-{name}.png"), full_page=True)
+    # Tab reaches the navigation and every link shows where the focus is
+    page.goto(f"{service.base_url}{paths['overview']}")
+    page.keyboard.press("Tab")
+    focused = page.evaluate(
+        "document.activeElement.tagName + ' ' + getComputedStyle(document.activeElement).outlineStyle"
+    )
+    assert focused.split()[0] in ("A", "BUTTON", "INPUT") and focused.split()[1] != "none", focused
 
 
 def test_docs_and_the_dashboard_load_nothing_from_outside(browser: object, service: RunningService) -> None:
