@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     """A job or evaluation whose worker was silent this long is resent; default: task time limit + 120 s."""
     sweep_interval_s: int = 60
     """How often each worker looks for jobs to resend."""
+    jobs_in_flight_per_student: PositiveInt = 1
+    """Fair share: a student's further submissions are stored and wait (`received`) while this many of theirs are
+    queued or running, so another student's job waits behind at most this many of theirs."""
     heartbeat_interval_s: PositiveInt = 15
     """How often each worker records that it is alive (the dashboard's and `/ready`'s "workers alive")."""
     worker_dead_after_s: PositiveInt | None = None
@@ -66,6 +69,10 @@ class Settings(BaseSettings):
     """What one run may print to stdout and to stderr; more and it is stopped with `resource_limit`."""
     sandbox_threads: PositiveInt = 2
     """CPU threads torch uses inside a run."""
+
+    integrity_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    """Two students' checkpoints whose median per-layer weight correlation reaches this are reported to staff as a
+    near copy (independent trainings give about 0, a fine-tune of a classmate's checkpoint close to 1)."""
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -40,7 +40,7 @@ def grade_job(self: Task, job_id: str, resumed: bool = False) -> str:
             session.rollback()
             detail = f"grading took longer than {settings.task_time_limit_s} s"
             jobs.fail_job_by_id(session, job_id=job_id, detail=detail)
-            return "failed"
+            status = "failed"
         except InfrastructureError as exc:
             session.rollback()
             log.warning("job %s: %s; retrying", job_id, exc)
@@ -51,8 +51,23 @@ def grade_job(self: Task, job_id: str, resumed: bool = False) -> str:
             log.exception("job %s crashed", job_id)
             detail = f"internal grader error ({type(exc).__name__}: {exc}); staff can regrade once it is fixed"
             jobs.fail_job_by_id(session, job_id=job_id, detail=detail)
-            return "failed"
+            status = "failed"
+    _queue_next_waiting(job_id)
     return str(status)
+
+
+def _queue_next_waiting(job_id: str) -> None:
+    """A job that ended frees its student's turn: the next of their held-back submissions goes to the queue."""
+    try:
+        with session_scope() as session:
+            jobs.queue_next_waiting(
+                session,
+                job_id=job_id,
+                dispatcher=CeleryDispatcher(celery_app),
+                in_flight_limit=get_settings().jobs_in_flight_per_student,
+            )
+    except Exception:  # the sweep queues it later; never fail the finished job over this
+        log.exception("could not queue the next job after %s", job_id)
 
 
 @celery_app.task(name="grader.evaluate_checkpoint", bind=True, max_retries=None)

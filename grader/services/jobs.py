@@ -11,7 +11,7 @@ import logging
 import socket
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from grader.db.models import GradingJob, JobEvaluation, PartResultRow, Score, Submission, utcnow
@@ -37,9 +37,23 @@ def mark_queued(session: Session, *, job_id: str) -> None:
     )
 
 
-def queue_job(session: Session, *, job: GradingJob, dispatcher: Dispatcher) -> bool:
-    """Send a committed job to the queue and record it; a broker failure leaves it `received` for requeue."""
+FAIR_SHARE_WAIT = (
+    "waiting for your earlier submission to finish grading first (each student's jobs take turns with everyone "
+    "else's, so one student's burst never holds up the class); nothing to do, it starts on its own"
+)
+
+
+def queue_job(session: Session, *, job: GradingJob, dispatcher: Dispatcher, in_flight_limit: int | None = None) -> bool:
+    """Send a committed job to the queue and record it; a broker failure leaves it `received` for requeue.
+
+    `in_flight_limit`: fair share. A student with that many jobs queued or running already keeps this one
+    `received` (stored, with a note) until one of theirs finishes and `queue_next_waiting` sends it, so another
+    student's job waits behind at most that many of this student's, however many they submit."""
     session.commit()
+    if in_flight_limit is not None and _in_flight(session, user_id=job.submission.user_id) >= in_flight_limit:
+        job.detail = FAIR_SHARE_WAIT
+        session.commit()
+        return False
     try:
         dispatcher.grade_job(job.id)
     except Exception as exc:  # any broker failure: the submission is stored, so say so instead of failing
@@ -50,6 +64,35 @@ def queue_job(session: Session, *, job: GradingJob, dispatcher: Dispatcher) -> b
     mark_queued(session, job_id=job.id)
     session.commit()
     return True
+
+
+def _in_flight(session: Session, *, user_id: int) -> int:
+    active = (str(JobStatus.QUEUED), str(JobStatus.RUNNING))
+    query = (
+        select(func.count())
+        .select_from(GradingJob)
+        .join(Submission, Submission.id == GradingJob.submission_id)
+        .where(Submission.user_id == user_id, GradingJob.status.in_(active))
+    )
+    return int(session.scalar(query) or 0)
+
+
+def queue_next_waiting(session: Session, *, job_id: str, dispatcher: Dispatcher, in_flight_limit: int) -> str | None:
+    """After a job ends: queue its student's oldest job held back for fair share, if any (its id)."""
+    finished = session.get(GradingJob, job_id)
+    if finished is None or not JobStatus(finished.status).is_final:
+        return None
+    waiting = session.scalar(
+        select(GradingJob)
+        .join(Submission, Submission.id == GradingJob.submission_id)
+        .where(Submission.user_id == finished.submission.user_id, GradingJob.status == str(JobStatus.RECEIVED))
+        .order_by(GradingJob.created_at, GradingJob.id)
+        .limit(1)
+    )
+    if waiting is None:
+        return None
+    queued = queue_job(session, job=waiting, dispatcher=dispatcher, in_flight_limit=in_flight_limit)
+    return waiting.id if queued else None
 
 
 def start_regrade(session: Session, *, submission: Submission, reason: str = "regrade") -> GradingJob:

@@ -36,7 +36,7 @@ class SweepReport:
 def sweep(session: Session, *, settings: Settings, dispatcher: Dispatcher) -> SweepReport:
     report = SweepReport()
     for job in stale_jobs(session, older_than=timedelta(seconds=settings.requeue_after_s)):
-        if queue_job(session, job=job, dispatcher=dispatcher):
+        if queue_job(session, job=job, dispatcher=dispatcher, in_flight_limit=settings.jobs_in_flight_per_student):
             report.queued.append(job.id)
     cutoff = utcnow() - timedelta(seconds=settings.resolved_stuck_after_s)
     for job in _silent_jobs(session, cutoff):

@@ -76,7 +76,7 @@ def create_submission(
         code=code,
     )
     job = submission.jobs[0]
-    jobs.queue_job(session, job=job, dispatcher=dispatcher)
+    jobs.queue_job(session, job=job, dispatcher=dispatcher, in_flight_limit=settings.jobs_in_flight_per_student)
     session.refresh(job)
     return SubmissionAccepted(id=submission.id, status=job.status, status_url=f"/api/v1/submissions/{submission.id}")
 
