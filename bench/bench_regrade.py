@@ -150,9 +150,7 @@ def main() -> int:
         ids = build_class(settings, args.submissions)
         print(f"class of {len(ids)} graded submissions built in {time.perf_counter() - started:.1f} s")
         per_job = baseline(settings, ids)
-        print(
-            f"baseline: an ordinary regrade job (whole sheet, cached evaluations): {per_job * 1000:.1f} ms each"
-        )
+        print(f"baseline: an ordinary regrade job (whole sheet, cached evaluations): {per_job * 1000:.1f} ms each")
         text = (ROOT / "rubrics" / "csce636-hw3.yaml").read_text()
         changed = parse_rubric(
             text.replace("target_percent: 90", "target_percent: 85")

@@ -69,8 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("assignment")
     book.add_argument("--csv", type=Path, help="write the Canvas gradebook import CSV to this file")
     book.add_argument("--format", choices=("canvas", "parts"), default="canvas", help="parts: a column per part")
-    book.add_argument("--counting", choices=("latest", "best"), default="latest", help="which submission counts")
+    book.add_argument(
+        "--counting", choices=("latest", "best"), help="which submission counts (default: the rubric policy's)"
+    )
     book.set_defaults(handler=_cmd_gradebook)
+
+    extend = commands.add_parser("extend", help="grant a student a later deadline and/or extra attempts")
+    extend.add_argument("assignment")
+    extend.add_argument("username")
+    extend.add_argument("--due", help="new due date, ISO 8601 (no offset: the assignment's time zone)")
+    extend.add_argument("--hard-close", help="new hard close (default: the class's, or the new due date)")
+    extend.add_argument("--extra-attempts", type=int, default=0, help="attempts on top of the limits")
+    extend.add_argument("--reason", default="", help="why (kept with the grant)")
+    extend.set_defaults(handler=_cmd_extend)
+    extensions = commands.add_parser("extensions", help="every extension granted for an assignment, oldest first")
+    extensions.add_argument("assignment")
+    extensions.set_defaults(handler=_cmd_extensions)
+
+    integrity = commands.add_parser("integrity", help="exact and near copies of checkpoints between students")
+    integrity.add_argument("assignment")
+    integrity.add_argument("--threshold", type=float, help="median per-layer weight correlation that counts as a copy")
+    integrity.add_argument("--counting", choices=("latest", "best"), default="latest", help="which submission counts")
+    integrity.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    integrity.set_defaults(handler=_cmd_integrity)
 
     regrade = commands.add_parser("regrade", help="regrade an assignment with the current rubric (a diff at the end)")
     regrade.add_argument("assignment")
@@ -97,6 +118,29 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--rubric", type=Path, help="a rubric YAML (default: the assignment named in the sheet)")
     grade.add_argument("--json", action="store_true", help="print one JSON object")
     grade.set_defaults(handler=_cmd_grade)
+
+    submit = commands.add_parser("submit", help="submit to a grader server, wait for the grade and print it")
+    _connection_options(submit)
+    submit.add_argument("--answers", type=Path, required=True, help="the answer sheet, YAML or JSON")
+    submit.add_argument("--checkpoint", action="append", default=[], metavar="LABEL=PATH", help="v1=PATH or v2=PATH")
+    submit.add_argument(
+        "--code",
+        action="append",
+        default=[],
+        metavar="[LABEL=]DIR_OR_ZIP",
+        help="your model code for that checkpoint (LABEL may be left out with one checkpoint)",
+    )
+    submit.add_argument("--assignment", help="the assignment id (default: the sheet's 'assignment:')")
+    submit.add_argument("--no-wait", action="store_true", help="print the submission id and return at once")
+    submit.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the grade (default 1800)")
+    submit.add_argument("--json", action="store_true", help="print the submission as the API returns it")
+    submit.set_defaults(handler=_cmd_submit)
+
+    status = commands.add_parser("status", help="a submission's status, and its grade once graded")
+    status.add_argument("submission_id", metavar="ID")
+    _connection_options(status)
+    status.add_argument("--json", action="store_true", help="print the submission as the API returns it")
+    status.set_defaults(handler=_cmd_status)
 
     check = commands.add_parser("check", help="check an answer sheet's format (no scoring)")
     check.add_argument("--answers", type=Path, required=True)
@@ -219,9 +263,9 @@ def _cmd_regrade(args: argparse.Namespace) -> int:
 
 
 def _progress(done: int, total: int) -> None:
-    width = 30
-    filled = width * done // total if total else width
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+    from grader.report_text import progress_bar
+
+    print(f"\r{progress_bar(done, total)} {done}/{total}", end="", file=sys.stderr, flush=True)
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
@@ -304,6 +348,105 @@ def _cmd_gradebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_extend(args: argparse.Namespace) -> int:
+    from grader.db.session import session_scope
+    from grader.rubric.model import RubricCatalog
+    from grader.services import policy
+    from grader.services.assignments import sync_assignments
+    from grader.services.users import get_user_by_username
+
+    _database()
+    catalog = RubricCatalog(get_settings().rubrics_dir)
+    rubric = catalog.get(args.assignment)
+    with session_scope() as session:
+        sync_assignments(session, catalog=catalog)
+        student = get_user_by_username(session, username=args.username)
+        if student is None:
+            raise InputError(f"no user {args.username!r}", field="username")
+        row = policy.grant_extension(
+            session,
+            rubric=rubric,
+            user=student,
+            granted_by=None,
+            due=policy.parse_when(rubric, args.due, field="due"),
+            hard_close=policy.parse_when(rubric, args.hard_close, field="hard_close"),
+            extra_attempts=args.extra_attempts,
+            reason=args.reason,
+        )
+        granted = policy.describe_extension(row)
+    print(
+        f"extension for {granted['user']} on {args.assignment}: due {granted['due'] or 'unchanged'}, hard close "
+        f"{granted['hard_close'] or 'unchanged'}, {granted['extra_attempts']} extra attempts"
+    )
+    return 0
+
+
+def _cmd_extensions(args: argparse.Namespace) -> int:
+    from grader.db.session import session_scope
+    from grader.rubric.model import RubricCatalog
+    from grader.services import policy
+    from grader.services.assignments import assignment_rubric
+
+    _database()
+    with session_scope() as session:
+        assignment_rubric(session, catalog=RubricCatalog(get_settings().rubrics_dir), assignment_id=args.assignment)
+        rows = policy.list_extensions(session, assignment_id=args.assignment)
+    table = [
+        (
+            r["user"],
+            r["due"] or "",
+            r["hard_close"] or "",
+            str(r["extra_attempts"]),
+            r["granted_by"] or "(server)",
+            r["granted_at"][:19],
+            r["reason"],
+        )
+        for r in rows
+    ]
+    _table(("student", "due", "hard close", "extra", "granted by", "at", "reason"), table)
+    return 0
+
+
+def _cmd_integrity(args: argparse.Namespace) -> int:
+    from grader.db.session import session_scope
+    from grader.rubric.model import RubricCatalog
+    from grader.services.assignments import sync_assignments
+    from grader.services.integrity import integrity_report
+
+    _database()
+    with session_scope() as session:
+        sync_assignments(session, catalog=RubricCatalog(get_settings().rubrics_dir))
+        report = integrity_report(
+            session,
+            assignment_id=args.assignment,
+            settings=get_settings(),
+            counting=args.counting,
+            threshold=args.threshold,
+        )
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    rows = [
+        (
+            f"{pair['kind']} ({pair['match']})",
+            f"{pair['a']['user']} {pair['a']['label']}",
+            f"{pair['b']['user']} {pair['b']['label']}",
+            "" if pair["correlation"] is None else f"{pair['correlation']['median']:.3f}",
+            "" if pair["correlation"] is None else str(pair["correlation"]["layers"]),
+            f"{pair['a']['submission_id'][:8]} {pair['b']['submission_id'][:8]}",
+        )
+        for pair in report["pairs"]
+    ]
+    _table(("kind", "first", "second", "median r", "layers", "submissions"), rows)
+    for skipped in report["skipped"]:
+        print(f"not compared: {skipped['user']} {skipped['label']}: {skipped['reason']}", file=sys.stderr)
+    print(
+        f"{len(report['pairs'])} pair(s) among {report['students']} students' {report['checkpoints']} checkpoints "
+        f"({report['counting']} submission each; near copy: median correlation >= {report['threshold']:g})"
+    )
+    return 0
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
     for line in (header, *rows):
@@ -320,6 +463,20 @@ def _parse_labelled_paths(values: list[str], option: str) -> dict[str, Path]:
             raise InputError(f"{path!r} does not exist", field=option)
         paths[label] = Path(path)
     return paths
+
+
+def _checkpoints_and_code(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, Path]]:
+    """--checkpoint and --code as {label: path}; with one checkpoint, --code may leave out its label."""
+    checkpoints = _parse_labelled_paths(args.checkpoint, "--checkpoint")
+    values = args.code
+    if len(checkpoints) == 1:
+        only = next(iter(checkpoints))
+        values = [value if value.partition("=")[0] in ("v1", "v2") else f"{only}={value}" for value in values]
+    code = _parse_labelled_paths(values, "--code")
+    missing = sorted(set(code) - set(checkpoints))
+    if missing:
+        raise InputError(f"--code {missing[0]}=... needs --checkpoint {missing[0]}=...", field="--code")
+    return checkpoints, code
 
 
 def _rubric_path_for(answers: Path, rubric_path: Path | None) -> Path:
@@ -348,11 +505,7 @@ def _cmd_grade(args: argparse.Namespace) -> int:
     from grader.rubric.model import load_rubric
     from grader.sandbox import SandboxLimits
 
-    checkpoints = _parse_labelled_paths(args.checkpoint, "--checkpoint")
-    code = _parse_labelled_paths(args.code, "--code")
-    missing = sorted(set(code) - set(checkpoints))
-    if missing:
-        raise InputError(f"--code {missing[0]}=... needs --checkpoint {missing[0]}=...", field="--code")
+    checkpoints, code = _checkpoints_and_code(args)
     rubric_path = _rubric_path_for(args.answers, args.rubric)
     report = grade_answer_file(
         args.answers,
@@ -370,6 +523,34 @@ def _cmd_grade(args: argparse.Namespace) -> int:
 
         print(render_report(report))
     return 0
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", help="the grader's URL (default: GRADER_SERVER, then the config file)")
+    parser.add_argument("--token", help="your API token (default: GRADER_TOKEN, then the config file)")
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from grader.client import run_submit
+
+    checkpoints, code = _checkpoints_and_code(args)
+    return run_submit(
+        server=args.server,
+        token=args.token,
+        answers=args.answers,
+        checkpoints=checkpoints,
+        code=code,
+        assignment=args.assignment,
+        wait=not args.no_wait,
+        timeout_s=args.timeout,
+        as_json=args.json,
+    )
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from grader.client import run_status
+
+    return run_status(server=args.server, token=args.token, submission_id=args.submission_id, as_json=args.json)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -4,8 +4,11 @@
     ├── InputError            bad input from a user: says which field and what was expected (HTTP 4xx)
     │   ├── AnswerSheetError  the answer sheet as a whole cannot be read
     │   ├── UploadTooLarge    a file or a submission is over its size limit (413)
+    │   ├── InvalidCheckpoint an uploaded checkpoint is not a file the grader can evaluate (422)
     │   ├── NotFound          no such object, or not visible to this user (404)
-    │   └── PermissionDenied  the user's role may not do this (403)
+    │   ├── PermissionDenied  the user's role may not do this (403)
+    │   │   └── SubmissionClosed  the assignment no longer takes submissions from this student (403)
+    │   └── TooManyRequests   a limit is reached: attempts, cooldown, request rate (429, Retry-After when known)
     ├── RubricError           a rubric file is malformed (an instructor's or developer's mistake)
     └── InfrastructureError   the grader itself cannot work (data set missing, storage broken): retried
 
@@ -39,12 +42,31 @@ class UploadTooLarge(InputError):
     status_code = 413
 
 
+class InvalidCheckpoint(InputError):
+    """An uploaded checkpoint is refused at intake: not a weights file, unreadable, or no CIFAR ResNet the grader
+    can map (grader.evaluation.precheck); the message says which and how to save a usable one."""
+
+
 class NotFound(InputError):
     status_code = 404
 
 
 class PermissionDenied(InputError):
     status_code = 403
+
+
+class SubmissionClosed(PermissionDenied):
+    """Past the assignment's hard close (or the student's extended one)."""
+
+
+class TooManyRequests(InputError):
+    """A limit is reached; `retry_after_s` says when the next try can succeed (None: not before staff act)."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after_s = retry_after_s
 
 
 class RubricError(GraderError):

@@ -39,17 +39,15 @@ def evaluate_checkpoints_locally(
     A checkpoint with code (`code[label]`: a folder or a zip of the student's .py files) runs in student-code
     mode, in the sandbox; the others in reference mode.
     """
-    from grader.evaluation import evaluate_checkpoint, read_preprocessing
+    from grader.evaluation import evaluate_checkpoint, evaluation_preprocessing
     from grader.evaluation.safety import require_safe_torch
 
     if checkpoints:
         require_safe_torch()
     results: dict[str, dict[str, Any]] = {}
     for label, path in checkpoints.items():
-        try:
-            preprocessing = read_preprocessing(sheet, label)
-        except InvalidAnswer:
-            continue  # the Q1 checkers report the malformed declaration as `invalid`
+        # Evaluated even when the declaration cannot be used: the architecture part needs only the weights.
+        preprocessing = evaluation_preprocessing(sheet, label)
         if code and label in code:
             results[label] = _evaluate_code_locally(sheet, label, path, code[label], cifar10_root, rubric_path, limits)
         else:

@@ -23,3 +23,9 @@ def test_importing_the_api_does_not_import_torch() -> None:
 def test_domain_and_rubric_import_no_web_db_or_queue_framework() -> None:
     loaded = _imports_after("grader.rubric.engine")
     assert not {"fastapi", "sqlalchemy", "celery"} & loaded
+
+
+def test_the_students_client_is_only_a_client_of_the_rest_api() -> None:
+    loaded = _imports_after("grader.client")
+    assert not {"fastapi", "sqlalchemy", "celery", "torch"} & loaded
+    assert not {name for name in loaded if name.startswith(("grader.api", "grader.services", "grader.db", "worker"))}

@@ -41,3 +41,18 @@ def test_an_oversized_stream_is_refused_and_leaves_no_file(tmp_path: Path) -> No
 def test_path_for_accepts_only_hex_digests(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         ArtifactStore(tmp_path).path_for("../../etc/passwd")
+
+
+def test_a_derived_file_is_kept_apart_from_the_blobs_and_replaced_whole(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    blob = store.save([b"checkpoint"], max_bytes=100, field="v1")
+    assert store.read_derived(blob.sha256, "weights-v1.json") is None
+    store.write_derived(blob.sha256, "weights-v1.json", b"first")
+    store.write_derived(blob.sha256, "weights-v1.json", b"second")
+    assert store.read_derived(blob.sha256, "weights-v1.json") == b"second"
+    assert store.derived_path(blob.sha256, "weights-v1.json").is_relative_to(tmp_path / "derived")
+    assert sorted(path.name for path in tmp_path.rglob("*") if path.is_file()) == sorted(
+        [blob.sha256, f"{blob.sha256}.weights-v1.json"]
+    )
+    with pytest.raises(ValueError):
+        store.derived_path(blob.sha256, "../escape")

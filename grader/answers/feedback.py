@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from grader.domain.results import CheckOutcome, PartStatus
+from grader.rubric.disclosure import STATUS_LINES
 
 
 def scored(
@@ -20,6 +22,15 @@ def scored(
     else:
         status = PartStatus.PARTIAL
     return CheckOutcome(status, max(0.0, min(1.0, fraction)), feedback, evidence, public)
+
+
+def with_note(outcome: CheckOutcome, note: str | None) -> CheckOutcome:
+    """`outcome` with a note on how the answer was written (its working disagreeing with its stated result)
+    added to the feedback and to the public feedback: the note quotes only the student's own answer."""
+    if not note:
+        return outcome
+    public = outcome.public_feedback or STATUS_LINES.get(outcome.status.value, "")
+    return replace(outcome, feedback=f"{outcome.feedback} {note}", public_feedback=f"{public} {note}".strip())
 
 
 def partial_credit(params: Mapping[str, Any], mistakes: Iterable[str]) -> float:

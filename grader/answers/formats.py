@@ -21,7 +21,7 @@ from grader.answers.matrices import (
     parse_matrix,
     parse_relation,
 )
-from grader.answers.numbers import COUNT_NOTATION, PADDING_NOTATION, parse_count, parse_padding
+from grader.answers.numbers import COUNT_NOTATION, PADDING_NOTATION, read_count, read_padding
 from grader.answers.shapes import RECEPTIVE_FIELD_NOTATION, SHAPE_NOTATION, parse_receptive_field, parse_shape
 from grader.answers.specs import BatchNormSpec, Conv1dSpec
 from grader.answers.text import bounded_text, show
@@ -132,7 +132,7 @@ register_format(
     "block_param_count",
     AnswerFormat(
         COUNT_NOTATION,
-        lambda answer, _: parse_count(answer),
+        lambda answer, _: read_count(answer),
         (ExtraField("_includes", INCLUDES_NOTATION, parse_includes),),
     ),
 )
@@ -145,5 +145,5 @@ register_format(
     "conv1d_backward_matrix",
     AnswerFormat(f"a relation ({RELATION_NOTATION}) or the matrix: {MATRIX_NOTATION}", parse_backward),
 )
-register_format("conv1d_backward_padding", AnswerFormat(PADDING_NOTATION, lambda answer, _: parse_padding(answer)))
+register_format("conv1d_backward_padding", AnswerFormat(PADDING_NOTATION, lambda answer, _: read_padding(answer)))
 register_format("conv1d_backward_kernels", AnswerFormat(KERNELS_NOTATION, _kernels))

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grader.answers.text import bounded_text, reject_bool, show, strip_brackets
+from grader.answers.text import bounded_text, read_among_words, reject_bool, show, strip_brackets
 from grader.errors import InvalidAnswer
 
-MAX_SHAPE_CHARS = 100
+MAX_SHAPE_CHARS = 160
 MAX_AXES = 8
 SHAPE_NOTATION = "a shape such as N x 1, N×1, N*1, (N, 1) or a list [N, 1]"
 _SHAPE_TOKEN = re.compile(r"\s*(?:(?P<num>[0-9]{1,6})|(?P<sep>by\b|\\times|\\cdot|[x×X*,·])|(?P<name>[A-Za-z]))")
@@ -27,7 +27,29 @@ def parse_shape(answer: Any, names: Sequence[str]) -> tuple[str, ...]:
         return tuple(_axis_item(item, names, answer) for item in answer)
     if not isinstance(answer, str):
         raise InvalidAnswer(f"expected {SHAPE_NOTATION}, got {type(answer).__name__} {show(answer)}")
-    return _shape_from_text(strip_brackets(bounded_text(answer, limit=MAX_SHAPE_CHARS, what="the shape")), names)
+    text = bounded_text(answer, limit=MAX_SHAPE_CHARS, what="the shape")
+    try:
+        return _shape_from_text(strip_brackets(text), names)
+    except InvalidAnswer as strict:
+        # "shape (1, C)", "the output has shape 1 x C", "a (1, C) matrix": the one shape among the words
+        return read_among_words(
+            text,
+            lambda piece: _shape_from_text(strip_brackets(piece), names),
+            keeps=lambda run: _shape_run(run, names),
+            separators=_SEPARATORS,
+            strict_error=strict,
+            looking_for="shape like (N, 1) or N x 1",
+        )
+
+
+_SEPARATORS = frozenset({"x", "X", "×", "*", ",", "·", "by", "\\times", "\\cdot"})
+_COMPACT = re.compile(r"[xX]?[A-Za-z](?:[xX][A-Za-z])*[xX]?")
+
+
+def _shape_run(run: str, names: Sequence[str]) -> bool:
+    """Letters that belong to a shape: an axis name, or axes glued with x ("1xC", "NxC", "xK": an unknown axis
+    is then named in the message); any other letter run ("shape", "a", "matrix") is a word around the shape."""
+    return run.upper() in names or (len(run) > 1 and _COMPACT.fullmatch(run) is not None)
 
 
 def _shape_from_text(text: str, names: Sequence[str]) -> tuple[str, ...]:
@@ -92,14 +114,30 @@ def parse_receptive_field(answer: Any) -> ReceptiveField:
         return ReceptiveField(answer, answer, single_number=True)
     if isinstance(answer, list) and len(answer) == 2 and all(_size(v) for v in answer):
         return ReceptiveField(answer[0], answer[1], single_number=False)
-    if isinstance(answer, str):
-        text = strip_brackets(bounded_text(answer, limit=40, what="the receptive field"))
-        match = _FIELD_TEXT.fullmatch(text)
-        if match and int(match.group(1)) >= 1 and int(match.group(2) or 1) >= 1:
-            height = int(match.group(1))
-            width = int(match.group(2)) if match.group(2) else height
-            return ReceptiveField(height, width, single_number=match.group(2) is None)
-    raise InvalidAnswer(f"expected {RECEPTIVE_FIELD_NOTATION}, got {show(answer)}")
+    if not isinstance(answer, str):
+        raise InvalidAnswer(f"expected {RECEPTIVE_FIELD_NOTATION}, got {show(answer)}")
+    text = bounded_text(answer, limit=MAX_SHAPE_CHARS, what="the receptive field")
+    try:
+        return _field_from_text(text)
+    except InvalidAnswer as strict:
+        # "a 5x5 region", "5 x 5 (two 3x3 convs)" is ambiguous and refused as such
+        return read_among_words(
+            text,
+            _field_from_text,
+            keeps=lambda run: False,
+            separators=frozenset({"x", "X", "×", "*", ",", "by"}),
+            strict_error=strict,
+            looking_for="size like 7x7",
+        )
+
+
+def _field_from_text(text: str) -> ReceptiveField:
+    match = _FIELD_TEXT.fullmatch(strip_brackets(text))
+    if match and int(match.group(1)) >= 1 and int(match.group(2) or 1) >= 1:
+        height = int(match.group(1))
+        width = int(match.group(2)) if match.group(2) else height
+        return ReceptiveField(height, width, single_number=match.group(2) is None)
+    raise InvalidAnswer(f"expected {RECEPTIVE_FIELD_NOTATION}, got {show(text)}")
 
 
 def _size(value: Any) -> bool:

@@ -13,7 +13,7 @@ from grader.answers.fields import checkpoint_labels, unknown_keys
 from grader.answers.formats import Parse, get_format
 from grader.answers.sheet import check_assignment
 from grader.errors import AnswerSheetError, InvalidAnswer
-from grader.evaluation.preprocessing import declared_preprocessing, preprocessing_path, read_preprocessing
+from grader.evaluation.preprocessing import preprocessing_path, preprocessing_problem
 from grader.rubric.model import PartSpec, Rubric
 from grader.rubric.registry import MISSING, lookup
 
@@ -30,7 +30,7 @@ def validate_sheet(sheet: Mapping[str, Any], rubric: Rubric) -> list[tuple[str, 
 def sheet_problems(sheet: Mapping[str, Any], rubric: Rubric) -> list[tuple[str, str]]:
     """What makes a sheet unacceptable at submission (422) rather than a part scored `invalid`: another
     assignment, a key the sheet may not hold (with the nearest valid one), a declaration the grader cannot use
-    (e.g. an unknown preprocessing kind, which would otherwise zero the checkpoint's parts)."""
+    (e.g. an unknown preprocessing kind, which grading would replace by the default, lowering the accuracy)."""
     problems: list[tuple[str, str]] = []
     try:
         check_assignment(sheet, rubric.assignment)
@@ -38,12 +38,9 @@ def sheet_problems(sheet: Mapping[str, Any], rubric: Rubric) -> list[tuple[str, 
         problems.append(("assignment", exc.message))
     problems += unknown_keys(sheet, rubric)
     for label in checkpoint_labels(rubric):
-        if declared_preprocessing(sheet, label) is None:
-            continue
-        try:
-            read_preprocessing(sheet, label)
-        except InvalidAnswer as exc:
-            problems.append((preprocessing_path(label), exc.message))
+        problem = preprocessing_problem(sheet, label)
+        if problem is not None:
+            problems.append((preprocessing_path(label), problem))
     return problems
 
 

@@ -14,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 from grader import __version__
 from grader.api.errors import install_error_handlers
 from grader.api.limits import BodySizeLimit
-from grader.api.routes import assignments, regrades, staff, submissions, system, users
+from grader.api.routes import assignments, extensions, integrity, regrades, staff, submissions, system, users
 from grader.db.session import session_scope
 from grader.rubric.model import RubricCatalog
 from grader.services.assignments import sync_assignments
@@ -42,7 +42,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=get_settings().max_submission_bytes)
-    for module in (system, assignments, submissions, staff, users, regrades):
+    for module in (system, assignments, submissions, staff, extensions, integrity, users, regrades):
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount("/dashboard/static", StaticFiles(directory=str(WEB / "static")), name="dashboard-static")
     app.include_router(pages.router)

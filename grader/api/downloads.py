@@ -19,7 +19,7 @@ def attachment(data: bytes, filename: str, media_type: str = "application/octet-
 
 
 def gradebook_csv(
-    session: Session, rubric: Rubric, *, per_part: bool, counting: str = "latest", column: str | None = None
+    session: Session, rubric: Rubric, *, per_part: bool, counting: str | None = None, column: str | None = None
 ) -> Response:
     """Canvas's gradebook import CSV (one column for the assignment, or one per part)."""
     rows = gradebook.gradebook_rows(session, rubric=rubric, counting=counting)

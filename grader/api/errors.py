@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from grader.api.deps import Unauthenticated
-from grader.errors import InfrastructureError, InputError, RubricError
+from grader.errors import InfrastructureError, InputError, RubricError, TooManyRequests
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InputError)
     async def _input_error(_: Request, exc: InputError) -> JSONResponse:
         code = _snake(type(exc).__name__.removesuffix("Error")) or "input"
-        return JSONResponse(error_body(code, exc.message, exc.field), status_code=exc.status_code)
+        headers = {}
+        if isinstance(exc, TooManyRequests) and exc.retry_after_s is not None:
+            headers["Retry-After"] = str(max(exc.retry_after_s, 1))
+        return JSONResponse(error_body(code, exc.message, exc.field), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Unauthenticated)
     async def _unauthenticated(_: Request, exc: Unauthenticated) -> JSONResponse:

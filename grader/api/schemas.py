@@ -63,6 +63,14 @@ class JobPublic(BaseModel):
     rubric_version: str | None
 
 
+class Lateness(BaseModel):
+    due: str = Field(description="The due date that applies to this student (an extension's, if any), ISO 8601.")
+    due_local: str = Field(description="The same in the assignment's time zone, for people.")
+    extended: bool
+    minutes_late: float
+    penalty_percent: float = Field(description="Percent taken off the score; 0 when on time.")
+
+
 class SubmissionPublic(BaseModel):
     id: str
     assignment: str
@@ -73,7 +81,9 @@ class SubmissionPublic(BaseModel):
     phases: Phases
     attempts: int
     files: list[FilePublic]
-    score: float | None
+    score: float | None = Field(description="After any late penalty (computed now, from the current deadline).")
+    score_before_penalty: float | None
+    late: Lateness | None = Field(description="The student's due date and lateness; null without a due date.")
     max_score: float | None
     rubric_version: str | None
     graded_by_job: int | None

@@ -12,7 +12,7 @@ from grader.evaluation.preprocessing import (
     declared_preprocessing,
     describe_preprocessing,
     preprocessing_path,
-    read_preprocessing,
+    preprocessing_problem,
 )
 from grader.rubric.registry import CheckContext, register_checker
 
@@ -48,7 +48,8 @@ NEAR_CHANCE_PERCENT = 20.0
 
 @register_checker("resnet_architecture")
 def resnet_architecture(context: CheckContext) -> CheckOutcome:
-    """The checkpoint's inferred block type and activation order against `params.expected`."""
+    """The checkpoint's inferred block type and activation order against `params.expected`: from the weights
+    alone, so the preprocessing declaration (right, wrong, missing or unusable) never changes this part."""
     label, result = _evaluation(context)
     if isinstance(result, CheckOutcome):
         return result
@@ -85,7 +86,7 @@ def cifar10_accuracy(context: CheckContext) -> CheckOutcome:
         text += f"Below the {target:g} % target, but above {floor:g} %: no deduction."
     else:
         text += f"Below {floor:g} %: {100 * fraction:.0f} % of the points."
-    text += _preprocessing_note(context, label, result, percent) + _duplicate_note(
+    text += _preprocessing_note(context, label, result, percent, floor) + _duplicate_note(
         label, _same_checkpoint(context, label, result)
     )
     evidence = _evidence(result) | {"preprocessing_declared": declared_preprocessing(context.sheet, label) is not None}
@@ -112,7 +113,6 @@ def _evaluation(context: CheckContext) -> tuple[str, Mapping[str, Any] | CheckOu
     label = context.params.get("checkpoint")
     if not isinstance(label, str) or not label:
         raise RubricError(f"part {context.part.id}: params.checkpoint must name a checkpoint label (v1, v2)")
-    read_preprocessing(context.sheet, label)  # a malformed declaration is the reason nothing was evaluated
     result = context.evaluations.get(label)
     if result is None:
         message = (
@@ -195,17 +195,31 @@ def _duplicate_note(label: str, duplicates: list[str]) -> str:
     return f" Note: the {label} checkpoint is the same file (sha256) as the {', '.join(duplicates)} checkpoint."
 
 
-def _preprocessing_note(context: CheckContext, label: str, result: Mapping[str, Any], percent: float) -> str:
+def _preprocessing_note(
+    context: CheckContext, label: str, result: Mapping[str, Any], percent: float, floor: float
+) -> str:
+    """Which preprocessing was used and why, where it can explain the accuracy: a missing or unusable declaration
+    (the default was used instead), and below the deduction floor, a hint that it may not match the training."""
     used = describe_preprocessing(result.get("preprocessing") or {"kind": "?"})
+    if result.get("mode") == "student_code":  # the student's own function was run: the declaration plays no part
+        if percent >= NEAR_CHANCE_PERCENT:
+            return ""
+        function = result.get("preprocessing_function") or "your preprocessing function"
+        return f" This is near chance (10 %): check that {function} ({used}) prepares test images as in training."
     where = preprocessing_path(label)
+    problem = preprocessing_problem(context.sheet, label)
     note = ""
     if declared_preprocessing(context.sheet, label) is None:
         note += f" No preprocessing declared at {where}; evaluated with the default {used} (the starter code's)."
+    elif problem is not None:
+        note += f" The preprocessing declaration cannot be used ({problem}); evaluated with the default {used} instead."
     if percent < NEAR_CHANCE_PERCENT:
         note += (
             f" This is near chance (10 %): check that {where} declares the test-time preprocessing your model "
             f"was trained with (used here: {used}; accepted kinds: {', '.join(KINDS)})."
         )
+    elif percent < floor:
+        note += f" Check that {where} declares the preprocessing your model was trained with (used here: {used})."
     return note
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from grader.answers.feedback import scored
+from grader.answers.feedback import scored, with_note
 from grader.answers.formats import get_format, parse_includes
+from grader.answers.numbers import WholeNumber
 from grader.answers.references.blocks import Convention, Slip, parameter_counts, parameter_slips, receptive_field
 from grader.answers.specs import BlockSpec
 from grader.domain.results import CheckOutcome
@@ -19,9 +20,14 @@ assert _COUNT is not None and _FIELD is not None
 
 @register_checker("block_param_count")
 def block_param_count(context: CheckContext) -> CheckOutcome:
-    """Any correct counting convention scores; a declared `<answer>_includes` pins the convention."""
+    """Any correct counting convention scores; a declared `<answer>_includes` pins the convention. Written as
+    `expression = result`, the result is graded and a disagreeing expression is named in the feedback."""
+    answer: WholeNumber = _COUNT.parse(context.answer, context.params)
+    return with_note(_count_outcome(context, answer.value), answer.note)
+
+
+def _count_outcome(context: CheckContext, value: int) -> CheckOutcome:
     spec = BlockSpec.from_params(context.params)
-    value: int = _COUNT.parse(context.answer, context.params)
     declared = _declared_convention(context)
     counts = parameter_counts(spec)
     evidence: dict[str, Any] = {"accepted": {c.describe(): n for c, n in counts.items()}, "answer": value}

@@ -14,10 +14,10 @@ import numpy as np
 import sympy
 
 from grader.answers.expressions import Expr, Weight
-from grader.answers.feedback import partial_credit, scored, tolerances
+from grader.answers.feedback import partial_credit, scored, tolerances, with_note
 from grader.answers.formats import get_format
 from grader.answers.matrices import Matrix, Relation
-from grader.answers.numbers import parse_padding
+from grader.answers.numbers import Padding, parse_padding
 from grader.answers.references.conv1d import (
     Variant,
     apply_backward,
@@ -141,8 +141,12 @@ def _as_variant(matrix: sympy.ImmutableMatrix, spec: Conv1dSpec) -> Variant:
 @register_checker("conv1d_backward_padding")
 def conv1d_backward_padding(context: CheckContext) -> CheckOutcome:
     """Zeros per side of dL/dY so that a convolution with the backward kernels yields dL/dX's length."""
+    padding: Padding = _PADDING.parse(context.answer, context.params)
+    return with_note(_padding_outcome(context, padding.left, padding.right), padding.note)
+
+
+def _padding_outcome(context: CheckContext, left: int, right: int) -> CheckOutcome:
     spec = _spec(context)
-    left, right = _PADDING.parse(context.answer, context.params)
     reference = backward_convolution(spec)
     evidence: dict[str, Any] = {"accepted": reference.padding, "answer": [left, right]}
     if left == right == reference.padding:

@@ -106,6 +106,13 @@ class Submission(Base):
     user: Mapped[User] = relationship()
     assignment: Mapped[Assignment] = relationship()
     reviews: Mapped[list[PartReview]] = relationship(order_by="PartReview.id")
+    extensions: Mapped[list[Extension]] = relationship(
+        primaryjoin="and_(Submission.user_id == foreign(Extension.user_id), "
+        "Submission.assignment_id == foreign(Extension.assignment_id))",
+        order_by="Extension.id",
+        viewonly=True,
+    )
+    """The student's extensions for this assignment, oldest first (the last one counts)."""
 
 
 class SubmissionFile(Base):
@@ -315,3 +322,24 @@ class WorkerHeartbeat(Base):
     last_seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     stopped_at: Mapped[datetime | None]
     """Set on a clean shutdown; a killed worker simply stops beating."""
+
+
+class Extension(Base):
+    """Staff's per-student exception to an assignment's policy (append-only: the newest per student counts, and
+    the history says who granted what and when). A later due date re-prices the student's submissions on read."""
+
+    __tablename__ = "extensions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    assignment_id: Mapped[str] = mapped_column(ForeignKey("assignments.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    due: Mapped[datetime | None]
+    hard_close: Mapped[datetime | None]
+    extra_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    """Who granted it over the API (None: `grader extend` on the server)."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    granted_by: Mapped[User | None] = relationship(foreign_keys=[granted_by_id])

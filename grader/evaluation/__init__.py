@@ -5,6 +5,9 @@ Public surface (used by the grading core, the CLI and the `gpu` worker task):
 - `read_preprocessing(sheet, label) -> dict`: the canonical preprocessing spec declared in the sheet at
   `q1.<label>_preprocessing` (DEFAULT_PREPROCESSING when absent); raises `grader.errors.InvalidAnswer` when
   it is malformed.
+- `evaluation_preprocessing(sheet, label) -> dict`: the spec a checkpoint is evaluated with: the declared one, or
+  DEFAULT_PREPROCESSING when the declaration is absent or cannot be used (a checkpoint is always evaluated, so its
+  architecture is judged from the weights whatever the sheet declares).
 - `evaluation_cache_key(checkpoint_sha256, preprocessing, label=None) -> str`: what callers cache results by.
 - `evaluate_checkpoint(path, *, label, preprocessing, cifar10_root, device=None, limits=None) -> dict`: JSON-ready
   result, `{"status": "evaluated", ...evidence}`, `{"status": "rejected", "message": ...}` for a file that is
@@ -25,6 +28,7 @@ from grader.evaluation.cache_key import EVALUATOR_VERSION, evaluation_cache_key
 from grader.evaluation.preprocessing import (
     DEFAULT_PREPROCESSING,
     describe_preprocessing,
+    evaluation_preprocessing,
     normalize_preprocessing,
     read_preprocessing,
 )
@@ -38,6 +42,7 @@ __all__ = [
     "describe_preprocessing",
     "evaluate_checkpoint",
     "evaluation_cache_key",
+    "evaluation_preprocessing",
     "normalize_preprocessing",
     "read_preprocessing",
 ]

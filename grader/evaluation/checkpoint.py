@@ -8,6 +8,7 @@ import json
 import math
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ MAX_CHECKPOINT_BYTES = 512 * 1024 * 1024
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "model_state", "weights")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 """Added by DataParallel/DistributedDataParallel and by torch.compile."""
+CPU = torch.device("cpu")
 SAVE_HINT = (
     "save the weights with torch.save(model.state_dict(), 'model-v1.pt') (or as .safetensors) and upload that file"
 )
@@ -65,15 +67,16 @@ def read_file(path: str | Path) -> tuple[bytes, str]:
     """The file's bytes and sha256, read once so the hash and the load see the same content."""
     file = Path(path)
     try:
-        size = file.stat().st_size
-        if size > MAX_CHECKPOINT_BYTES:
-            raise CheckpointRejected(
-                f"checkpoint is {size} bytes; the limit is {MAX_CHECKPOINT_BYTES} bytes (a CIFAR ResNet is a few MB)"
-            )
+        check_size(file.stat().st_size)
         data = file.read_bytes()
     except OSError as exc:  # the upload store lost the file: not the student's doing
         raise InfrastructureError(f"cannot read checkpoint file {file}: {exc.strerror or exc}") from exc
     return data, hashlib.sha256(data).hexdigest()
+
+
+def check_size(size: int, limit: int = MAX_CHECKPOINT_BYTES) -> None:
+    if size > limit:
+        raise CheckpointRejected(f"checkpoint is {size} bytes; the limit is {limit} bytes (a CIFAR ResNet is a few MB)")
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> LoadedCheckpoint:
@@ -85,10 +88,74 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Loa
 def parse_checkpoint(data: bytes, *, sha256: str, device: torch.device) -> LoadedCheckpoint:
     file_format = sniff_format(data)
     raw = _load_safetensors(data, device) if file_format == "safetensors" else _load_torch(data, device)
+    tensors, container, prefix, ignored = state_dict_of(raw)
+    return LoadedCheckpoint(tensors, sha256, len(data), file_format, container, prefix, ignored)
+
+
+def state_dict_of(raw: Any) -> tuple[dict[str, torch.Tensor], list[str], str, list[str]]:
+    """(tensors by prefix-stripped name, container keys walked, prefix stripped, non-tensor entries left out)."""
     mapping, container = _unwrap(raw)
     tensors, ignored = _split_tensors(mapping)
     tensors, prefix = _strip_prefixes(tensors)
-    return LoadedCheckpoint(tensors, sha256, len(data), file_format, container, prefix, ignored)
+    return tensors, container, prefix, ignored
+
+
+def read_structure(path: Path, limit: int = MAX_CHECKPOINT_BYTES) -> dict[str, torch.Tensor]:
+    """The tensors the evaluator would map, by name, for checking names, shapes and dtypes without the values
+    (a cheap check at intake; the evaluation itself loads the file in a sandboxed child). Reads as little as
+    the format allows: a safetensors file's header only (meta tensors); a torch.save zip's directory, then the
+    file weights-only and memory-mapped (values stay on disk); a legacy torch file, which cannot be mapped,
+    whole and weights-only (at most `limit` bytes). CheckpointRejected says why the file is unusable."""
+    try:
+        size = path.stat().st_size
+        check_size(size, limit)
+        with path.open("rb") as handle:
+            file_format = sniff_format(handle.read(SNIFF_BYTES))
+            if file_format == "safetensors":
+                handle.seek(0)
+                length = int.from_bytes(handle.read(8), "little")
+                handle.seek(0)
+                header = handle.read(8 + min(length, MAX_HEADER_BYTES))
+                return state_dict_of(read_safetensors_header(header, size=size))[0]
+        if file_format == "torch-legacy":
+            return state_dict_of(_load_torch(path.read_bytes(), CPU))[0]
+        _check_torch_zip(path)
+        try:
+            raw = _load_torch(path, CPU, mmap=True)
+        except CheckpointRejected:  # a zip torch cannot map (e.g. unaligned records): the plain load decides
+            raw = _load_torch(path.read_bytes(), CPU)
+        return state_dict_of(raw)[0]
+    except OSError as exc:  # the file went away while it was checked: not the student's doing
+        raise InfrastructureError(f"cannot read checkpoint file {path}: {exc.strerror or exc}") from exc
+
+
+def _check_torch_zip(path: Path) -> None:
+    """The zip directory (no data read): readable, written by torch.save, and its pickle no larger than a
+    state dict's, so a hostile one never reaches the unpickler."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as exc:
+        raise CheckpointRejected(
+            f"checkpoint is a damaged or truncated zip archive, the format torch.save writes ({exc}); "
+            f"upload the complete file again, or {SAVE_HINT}"
+        ) from None
+    pickles = [entry for entry in entries if entry.filename.rsplit("/", 1)[-1] == "data.pkl"]
+    if len(pickles) != 1:
+        names = ", ".join(entry.filename for entry in entries[:5]) or "nothing"
+        raise CheckpointRejected(
+            f"file is a zip archive but not a torch.save checkpoint (it holds {names}); if you zipped your "
+            f"checkpoint, upload the .pt file itself; {SAVE_HINT}"
+        )
+    if pickles[0].file_size > MAX_PICKLE_BYTES:
+        raise CheckpointRejected(
+            f"checkpoint's object structure (data.pkl) is {pickles[0].file_size} bytes; a state dict's is a few KB: "
+            f"{SAVE_HINT}"
+        )
+
+
+SNIFF_BYTES = 512
+"""What `sniff_format` looks at; callers holding a file need read no more to call it."""
 
 
 def sniff_format(data: bytes) -> str:
@@ -101,9 +168,30 @@ def sniff_format(data: bytes) -> str:
         return "torch-legacy"
     if data[8:9] == b"{":  # an 8-byte header length, then the JSON header; safetensors checks the rest
         return "safetensors"
+    what = _foreign_format(data)
     raise CheckpointRejected(
-        f"file is not a PyTorch checkpoint or a safetensors file (starts with {data[:8]!r}); {SAVE_HINT}"
+        f"file is not a PyTorch checkpoint or a safetensors file{f': it is {what}' if what else ''} "
+        f"(starts with {data[:8]!r}); {SAVE_HINT}"
     )
+
+
+FOREIGN_FORMATS = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"%PDF", "a PDF document"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x89HDF", "an HDF5 file (Keras or TensorFlow weights?)"),
+    (b"\x93NUMPY", "a NumPy array (.npy)"),
+    (b"version https://git-lfs", "a Git LFS pointer, not the file itself (run git lfs pull)"),
+)
+"""Files students upload by mistake, named so the message says what they sent."""
+
+
+def _foreign_format(data: bytes) -> str | None:
+    found = next((what for magic, what in FOREIGN_FORMATS if data.startswith(magic)), None)
+    if found is None and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in data[:SNIFF_BYTES]):
+        return "a text file"
+    return found
 
 
 SAFETENSORS_DTYPES = {
@@ -116,16 +204,20 @@ SAFETENSORS_DTYPES = {
     "U8": torch.uint8,
 }
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_PICKLE_BYTES = 16 * 1024 * 1024
+"""A torch.save zip's data.pkl (names, shapes, storage keys: ~100 bytes a tensor); larger is not a state dict."""
 MAX_ELEMENTS = 200_000_000
 """Far above any CIFAR ResNet (ResNet-164 has 1.7 M parameters); a header claiming more is hostile or wrong."""
 
 
-def read_safetensors_header(data: bytes) -> dict[str, torch.Tensor]:
-    """The header's tensors as shape-only meta tensors, validated before any tensor data is touched."""
+def read_safetensors_header(data: bytes, *, size: int | None = None) -> dict[str, torch.Tensor]:
+    """The header's tensors as shape-only meta tensors, validated before any tensor data is touched. `data` may
+    be the file's start only (the length and the header) when `size` gives the whole file's size."""
+    size = len(data) if size is None else size
     if len(data) < 8:
         raise CheckpointRejected(f"safetensors file is truncated (no header); {SAVE_HINT}")
     length = int.from_bytes(data[:8], "little")
-    if length > min(MAX_HEADER_BYTES, len(data) - 8):
+    if length > min(MAX_HEADER_BYTES, size - 8, len(data) - 8):
         raise CheckpointRejected(f"safetensors header claims {length} bytes, more than the file holds; {SAVE_HINT}")
     try:
         header = json.loads(data[8 : 8 + length])
@@ -133,7 +225,7 @@ def read_safetensors_header(data: bytes) -> dict[str, torch.Tensor]:
         raise CheckpointRejected(f"safetensors header is not valid JSON; {SAVE_HINT}") from exc
     if not isinstance(header, dict):
         raise CheckpointRejected(f"safetensors header is not a mapping of tensor names; {SAVE_HINT}")
-    body = len(data) - 8 - length
+    body = size - 8 - length
     meta: dict[str, torch.Tensor] = {}
     elements = 0
     for name, entry in header.items():
@@ -166,9 +258,10 @@ def _header_entry(name: str, entry: Any, body: int) -> tuple[torch.dtype, list[i
     return dtype, shape
 
 
-def _load_torch(data: bytes, device: torch.device) -> Any:
+def _load_torch(source: bytes | Path, device: torch.device, *, mmap: bool = False) -> Any:
     try:
-        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+        file = io.BytesIO(source) if isinstance(source, bytes) else source
+        return torch.load(file, map_location=device, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         what = f" (it refers to {found.group(1)})" if found else ""

@@ -50,6 +50,25 @@ def read_preprocessing(sheet: Mapping[str, Any], label: str) -> dict[str, Any]:
     return normalize_preprocessing(declared, where=preprocessing_path(label))
 
 
+def evaluation_preprocessing(sheet: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """The spec checkpoint `label` is evaluated with: the declared one, else DEFAULT_PREPROCESSING, also when
+    the declaration cannot be used. The architecture part is judged from the weights alone, so a bad declaration
+    must not keep a checkpoint from being evaluated; the accuracy feedback names the problem."""
+    try:
+        return read_preprocessing(sheet, label)
+    except InvalidAnswer:
+        return dict(DEFAULT_PREPROCESSING)
+
+
+def preprocessing_problem(sheet: Mapping[str, Any], label: str) -> str | None:
+    """Why the declaration at `q1.<label>_preprocessing` cannot be used, or None when it is absent or usable."""
+    try:
+        read_preprocessing(sheet, label)
+    except InvalidAnswer as exc:
+        return exc.message
+    return None
+
+
 def declared_preprocessing(sheet: Mapping[str, Any], label: str) -> Any:
     """The raw declaration in the sheet, or None when the sheet has none."""
     q1 = sheet.get("q1")

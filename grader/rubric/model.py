@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from grader.errors import RubricError
+from grader.rubric.policy import Policy, parse_policy
 
 
 class Visibility(StrEnum):
@@ -52,6 +53,8 @@ class Rubric:
     """When students start to see full feedback without an instructor releasing by hand (`release_at:`)."""
     gradebook_column: str = ""
     """The assignment's column title in the LMS gradebook export (`gradebook_column:`, e.g. "Homework 3 (12345)")."""
+    policy: Policy = field(default_factory=Policy)
+    """Due date, late penalty, which submission counts, attempt limits (`policy:`; grader/rubric/policy.py)."""
 
     @property
     def max_score(self) -> float:
@@ -98,6 +101,7 @@ def parse_rubric(text: str, *, source: str = "<rubric>") -> Rubric:
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         release_at=_moment(data.get("release_at"), f"{source}: release_at"),
         gradebook_column=str(data.get("gradebook_column") or data.get("title") or data["assignment"]),
+        policy=parse_policy(data.get("policy"), source),
     )
 
 

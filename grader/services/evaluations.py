@@ -69,8 +69,6 @@ def plan_evaluations(
             # The sheet does not say how to run it: a result for the checkers, nothing to evaluate.
             plan.results[label] = {"status": "rejected", "message": exc.message}
             continue
-        if request is None:
-            continue
         row = _find_or_create(session, request)
         status = EvaluationStatus(row.status)
         if status is EvaluationStatus.ERROR and (row.finished_at is None or as_utc(row.finished_at) < as_utc(since)):
@@ -86,14 +84,12 @@ def plan_evaluations(
 
 def _request(
     label: str, files: Mapping[str, str], sheet: Mapping[str, Any], assignment_id: str, settings: Settings
-) -> EvaluationRequest | None:
+) -> EvaluationRequest:
     # Imported here so that grading answer sheets without checkpoints never loads the evaluator.
-    from grader.evaluation import evaluation_cache_key, read_preprocessing
+    from grader.evaluation import evaluation_cache_key, evaluation_preprocessing
 
-    try:
-        preprocessing = read_preprocessing(sheet, label)
-    except InvalidAnswer:
-        return None  # scored as `invalid` by the Q1 checkers
+    # Evaluated even when the declaration cannot be used: the architecture part needs only the weights.
+    preprocessing = evaluation_preprocessing(sheet, label)
     checkpoint = files[label]
     code = files.get(f"{label}_code")
     if code is None:

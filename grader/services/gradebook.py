@@ -1,6 +1,7 @@
 """The gradebook: one row per student for the submission that counts, with reviewed points; its LMS export.
 
-Which submission counts is the latest by default (HW3's rule); `best` takes the highest score among graded ones.
+Which submission counts is the rubric policy's `counts` (HW3: the latest); `best` takes the highest score among graded
+ones. Scores are after the late penalty, computed now from each student's current deadline (never stored).
 Students on the roster (every user with the student role) who submitted nothing appear as `missing`.
 """
 
@@ -20,6 +21,7 @@ from grader.db.models import GradingJob, Submission, User, as_utc
 from grader.domain.status import Role
 from grader.errors import InputError
 from grader.rubric.model import Rubric
+from grader.services.policy import describe_lateness, lateness
 from grader.services.reviews import current_reviews, effective_parts, latest_graded_job
 
 COUNTING = ("latest", "best")
@@ -62,21 +64,33 @@ def load_submissions(session: Session, assignment_id: str) -> list[Submission]:
             selectinload(Submission.jobs).selectinload(GradingJob.results),
             selectinload(Submission.jobs).selectinload(GradingJob.score),
             selectinload(Submission.reviews),
+            selectinload(Submission.extensions),
         )
         .order_by(Submission.received_at)
     )
     return list(session.scalars(query))
 
 
-def gradebook_rows(session: Session, *, rubric: Rubric, counting: str = "latest") -> list[dict[str, Any]]:
+def counting_submissions(
+    session: Session, assignment_id: str, counting: str = "latest", rubric: Rubric | None = None
+) -> list[Submission]:
+    """Each student's submission that counts: the latest, or with `best` the highest-scored graded one (after the
+    late penalty when `rubric` is given)."""
     if counting not in COUNTING:
         raise InputError(f"counting must be one of {', '.join(COUNTING)}", field="counting")
     by_user: dict[int, list[Submission]] = {}
-    for submission in load_submissions(session, rubric.assignment):
+    for submission in load_submissions(session, assignment_id):
         by_user.setdefault(submission.user_id, []).append(submission)
-    rows = [_row(_counting(submissions, counting), rubric) for submissions in by_user.values()]
+    return [_counting(submissions, counting, rubric) for submissions in by_user.values()]
+
+
+def gradebook_rows(session: Session, *, rubric: Rubric, counting: str | None = None) -> list[dict[str, Any]]:
+    """One row per student; `counting` defaults to the rubric policy's."""
+    counted = counting_submissions(session, rubric.assignment, counting or rubric.policy.counts, rubric)
+    rows = [_row(submission, rubric) for submission in counted]
+    submitted = {submission.user_id for submission in counted}
     roster = session.scalars(select(User).where(User.role == str(Role.STUDENT)))
-    rows += [_missing(user, rubric) for user in roster if user.id not in by_user]
+    rows += [_missing(user, rubric) for user in roster if user.id not in submitted]
     return rows
 
 
@@ -94,19 +108,20 @@ def query_rows(
     return ordered[offset : offset + limit], len(kept)
 
 
-def _counting(submissions: Sequence[Submission], counting: str) -> Submission:
+def _counting(submissions: Sequence[Submission], counting: str, rubric: Rubric | None) -> Submission:
     if counting == "best":
-        graded = [(score, s) for s in submissions if (score := _score(s)) is not None]
+        graded = [(score, s) for s in submissions if (score := _score(s, rubric)) is not None]
         if graded:
             return max(graded, key=lambda pair: pair[0])[1]
     return submissions[-1]
 
 
-def _score(submission: Submission) -> float | None:
+def _score(submission: Submission, rubric: Rubric | None) -> float | None:
     job = latest_graded_job(submission)
     if job is None:
         return None
-    return round(sum(part["points"] for part in effective_parts(job, current_reviews(submission))), 4)
+    score = round(sum(part["points"] for part in effective_parts(job, current_reviews(submission))), 4)
+    return lateness(submission, rubric).apply(score) if rubric else score
 
 
 def _identity(user: User) -> dict[str, Any]:
@@ -123,12 +138,15 @@ def _identity(user: User) -> dict[str, Any]:
 def _row(submission: Submission, rubric: Rubric) -> dict[str, Any]:
     job = latest_graded_job(submission)
     parts = effective_parts(job, current_reviews(submission)) if job else []
+    late = describe_lateness(submission, rubric)
     return {
         **_identity(submission.user),
         "submission_id": submission.id,
         "received_at": as_utc(submission.received_at).isoformat().replace("+00:00", "Z"),
         "status": submission.jobs[-1].status,
-        "score": round(sum(part["points"] for part in parts), 4) if job else None,
+        "score": _score(submission, rubric),
+        "minutes_late": late["minutes_late"] if late else None,
+        "late_penalty_percent": late["penalty_percent"] if late else None,
         "max_score": rubric.max_score,
         "parts": {
             part["id"]: {"points": part["points"], "status": part["status"], "reviewed": part["reviewed"]}
@@ -144,6 +162,8 @@ def _missing(user: User, rubric: Rubric) -> dict[str, Any]:
         "received_at": None,
         "status": MISSING,
         "score": None,
+        "minutes_late": None,
+        "late_penalty_percent": None,
         "max_score": rubric.max_score,
         "parts": {},
     }

@@ -1,7 +1,6 @@
-"""How the class did on an assignment, computed by the database: aggregates over each student's counting
-(latest) submission and its newest graded job, with reviewed points in place of automatic ones.
-
-Only per-student scores (one number each) come back to Python, for the quartiles and the histogram.
+"""How the class did on an assignment. Per-part results and accuracies are aggregated by the database over each
+student's latest submission and its newest graded job, with reviewed points in place of automatic ones; the score
+histogram is the gradebook's (the policy's counting rule, late penalties applied on read), so the two never differ.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from grader.db.models import (
 from grader.domain.status import EvaluationStatus, JobStatus, Role
 from grader.rubric.model import Rubric
 from grader.services import workers
+from grader.services.gradebook import gradebook_rows
 from grader.settings import Settings
 
 BINS = 10
@@ -51,9 +51,8 @@ def assignment_stats(session: Session, *, rubric: Rubric) -> dict[str, Any]:
         select(func.count()).select_from(User).where(User.role == str(Role.STUDENT), User.id.not_in(submitters))
     )
     parts = _effective_parts(counting)
-    scores = [
-        float(score) for (score,) in session.execute(select(func.sum(parts.c.points)).group_by(parts.c.job_id)).all()
-    ]
+    # the score histogram is the gradebook's (policy's counting rule, late penalties applied on read)
+    scores = [float(row["score"]) for row in gradebook_rows(session, rubric=rubric) if row["score"] is not None]
     return {
         "assignment": rubric.assignment,
         "students": sum(count for _, count in status_rows) + (missing or 0),

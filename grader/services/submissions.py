@@ -17,8 +17,9 @@ from grader.domain.status import JobStatus, Role
 from grader.errors import InputError, NotFound, UploadTooLarge
 from grader.rubric.model import RubricCatalog
 from grader.services.assignments import get_assignment
+from grader.services.policy import check_can_submit
 from grader.settings import Settings
-from grader.storage import ArtifactStore
+from grader.storage import ArtifactStore, StagedBlob
 
 CHECKPOINT_FIELDS = ("v1", "v2")
 CODE_FIELDS = {f"{label}_code": label for label in CHECKPOINT_FIELDS}
@@ -47,32 +48,52 @@ def create_submission(
     `code` maps a code field (v1_code, v2_code) to its files: one zip or several .py files.
     """
     get_assignment(session, assignment_id=assignment_id)
+    rubric = RubricCatalog(settings.rubrics_dir).get(assignment_id)
+    check_can_submit(session, rubric=rubric, user=user)  # before anything is read or stored
     _check_checkpoint_fields(checkpoints)
     code_zips = _normalise_code(code or {}, {upload.field for upload in checkpoints}, settings)
     store = ArtifactStore(settings.resolved_storage_dir)
-    answers_blob = store.save(answers.chunks, max_bytes=settings.max_answers_bytes, field="answers")
-    sheet = parse_answer_sheet(store.read_bytes(answers_blob.sha256), filename=answers.filename)
-    require_valid_sheet(sheet, RubricCatalog(settings.rubrics_dir).get(assignment_id))
-    submission = Submission(assignment_id=assignment_id, user_id=user.id)
-    session.add(submission)
-    session.flush()
-    total = answers_blob.size
-    _attach(session, submission, answers, answers_blob.sha256, answers_blob.size)
-    for upload in checkpoints:
-        blob = store.save(upload.chunks, max_bytes=settings.max_checkpoint_bytes, field=upload.field)
-        total += blob.size
-        if total > settings.max_submission_bytes:
-            raise UploadTooLarge(
-                f"the submission's files add up to more than {settings.max_submission_bytes} bytes",
-                field=upload.field,
-            )
-        _attach(session, submission, upload, blob.sha256, blob.size)
-    for field, data in code_zips.items():
-        blob = store.save([data], max_bytes=settings.max_checkpoint_bytes, field=field)
-        _attach(session, submission, IncomingFile(field, f"{field}.zip", ()), blob.sha256, blob.size)
-    session.add(GradingJob(submission_id=submission.id, number=1, status=str(JobStatus.RECEIVED)))
-    session.flush()
+    staged: list[tuple[IncomingFile, StagedBlob]] = []
+    try:
+        # Everything is staged and checked first; only an accepted request's files reach the store.
+        answers_blob = store.stage(answers.chunks, max_bytes=settings.max_answers_bytes, field="answers")
+        staged.append((answers, answers_blob))
+        sheet = parse_answer_sheet(answers_blob.path.read_bytes(), filename=answers.filename)
+        require_valid_sheet(sheet, rubric)
+        total = answers_blob.size
+        for upload in checkpoints:
+            blob = store.stage(upload.chunks, max_bytes=settings.max_checkpoint_bytes, field=upload.field)
+            staged.append((upload, blob))
+            total += blob.size
+            if total > settings.max_submission_bytes:
+                raise UploadTooLarge(
+                    f"the submission's files add up to more than {settings.max_submission_bytes} bytes",
+                    field=upload.field,
+                )
+            _precheck(blob, upload.field, code_uploaded=f"{upload.field}_code" in code_zips, settings=settings)
+        for field, data in code_zips.items():
+            blob = store.stage([data], max_bytes=settings.max_checkpoint_bytes, field=field)
+            staged.append((IncomingFile(field, f"{field}.zip", ()), blob))
+        submission = Submission(assignment_id=assignment_id, user_id=user.id)
+        session.add(submission)
+        session.flush()
+        for upload, blob in staged:
+            kept = store.keep(blob)
+            _attach(session, submission, upload, kept.sha256, kept.size)
+        session.add(GradingJob(submission_id=submission.id, number=1, status=str(JobStatus.RECEIVED)))
+        session.flush()
+    except BaseException:
+        for _, blob in staged:
+            store.discard(blob)
+        raise
     return submission
+
+
+def _precheck(blob: StagedBlob, field: str, *, code_uploaded: bool, settings: Settings) -> None:
+    """A file that is no usable checkpoint is refused now (422, no attempt counted), not after a queue wait."""
+    from grader.evaluation.precheck import precheck_checkpoint
+
+    precheck_checkpoint(blob.path, label=field, code_uploaded=code_uploaded, max_bytes=settings.max_checkpoint_bytes)
 
 
 def _check_checkpoint_fields(checkpoints: Sequence[IncomingFile]) -> None:

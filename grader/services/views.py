@@ -9,6 +9,7 @@ from grader.db.models import GradingJob, Submission, as_utc, utcnow
 from grader.domain.status import JobStatus, Role
 from grader.rubric.disclosure import is_released, part_view, visible_score
 from grader.rubric.model import Rubric, Visibility
+from grader.services.policy import describe_lateness, lateness
 from grader.services.reviews import current_reviews, effective_parts
 
 
@@ -61,6 +62,8 @@ def describe_submission(submission: Submission, *, viewer_role: Role, rubric: Ru
     parts = _parts(submission, latest, rubric, disclosed=disclosed) if latest else []
     # reviewed points count; before release a student's score covers only the parts they see
     score = visible_score(parts) if latest and latest.score else None
+    late = describe_lateness(submission, rubric) if rubric else None
+    penalised = lateness(submission, rubric).apply(score) if rubric else score
     return {
         "id": submission.id,
         "assignment": submission.assignment_id,
@@ -74,7 +77,9 @@ def describe_submission(submission: Submission, *, viewer_role: Role, rubric: Ru
             {"field": f.field, "name": f.original_name, "size": f.size, "sha256": f.artifact_sha256}
             for f in submission.files
         ],
-        "score": score,
+        "score": penalised,
+        "score_before_penalty": score,
+        "late": late,
         "max_score": latest.score.max_score if latest and latest.score else None,
         "rubric_version": latest.score.rubric_version if latest and latest.score else None,
         "graded_by_job": latest.number if latest else None,

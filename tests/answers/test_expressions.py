@@ -1,11 +1,13 @@
-"""Weight notations and the allow-list expression grammar, including hostile text."""
+"""Weight notations and the allow-list expression grammar, the arithmetic of numeric answers, hostile text."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import pytest
 
+from grader.answers.arithmetic import describe, evaluate
 from grader.answers.expressions import Weight, WeightSpace, parse_entry, parse_expression
 from grader.errors import InvalidAnswer
 
@@ -130,3 +132,92 @@ def test_non_text_entries_are_invalid(value: Any) -> None:
 def test_messages_say_what_was_expected(text: str, phrase: str) -> None:
     with pytest.raises(InvalidAnswer, match=phrase.replace(".", r"\.").replace("(", r"\(")):
         parse_expression(text, SPACE)
+
+
+# Arithmetic in numeric answers (grader/answers/arithmetic.py): a separate grammar where ^ is a power.
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("18432", Fraction(18432)),
+        ("2 + 3 * 4", Fraction(14)),
+        ("(2 + 3) * 4", Fraction(20)),
+        ("2(3 + 4)", Fraction(14)),
+        ("(1 + 1)(2 + 2)", Fraction(8)),
+        ("8 - 3 - 2", Fraction(3)),
+        ("8 / 4 / 2", Fraction(1)),
+        ("2^3^2", Fraction(512)),
+        ("2**3**2", Fraction(512)),
+        ("-2^2", Fraction(-4)),
+        ("(-2)^2", Fraction(4)),
+        ("10^-2", Fraction(1, 100)),
+        ("10⁻²", Fraction(1, 100)),
+        ("1/3 + 1/6", Fraction(1, 2)),
+        (".5 × 4", Fraction(2)),
+        ("3x3", Fraction(9)),
+        ("3 X (1 + 2)", Fraction(9)),
+        ("(2)x(3)", Fraction(6)),
+        ("1.5e2", Fraction(150)),
+        ("15E-1", Fraction(3, 2)),
+        ("1,000 × 1_000", Fraction(1_000_000)),
+        ("--2", Fraction(2)),
+        ("2 \\times 3 \\cdot 4 \\div 6", Fraction(4)),
+        ("2^{1 + 2}", Fraction(8)),
+        ("[2 × (3 + {4})]", Fraction(14)),
+    ],
+)
+def test_arithmetic_is_exact_with_usual_precedence(text: str, value: Fraction) -> None:
+    assert evaluate(text) == value
+
+
+ARITHMETIC_HOSTILE = [
+    ("9**9**9", "too large"),
+    ("9^9^9", "too large"),
+    ("2^2^2^2^2", "too large"),
+    ("10^100", "too large"),
+    ("(10^60)^2", "too large"),
+    ("7^64 × 7^64", "too large"),
+    ("1/7^64/7^64", "too large"),
+    ("1e65", "too large"),
+    ("1e-99999999999999", "too large"),
+    ("9⁹⁹⁹⁹", "too large"),
+    ("2⁻", "not a whole-number exponent"),
+    ("2^0.5", "whole numbers"),
+    ("0^-1", "divides by zero"),
+    ("1/(2-2)", "divides by zero"),
+    ("(" * 20 + "1" + ")" * 20, "nests deeper"),
+    ("-" * 30 + "1", "nests deeper"),
+    ("1" * 31, "more than 30 digits"),
+    ("1" * 201, "at most 200"),
+    ("__import__('os')", "unexpected '_'"),
+    ("lambda: 0", "unexpected 'l'"),
+    ("0x1F", "unexpected 'x'"),
+    ("x", "unexpected 'x'"),
+    ("2 x", "unexpected 'x'"),
+    ("(1 + 2", "not closed"),
+    ("[1 + 2)", "not closed"),
+    ("1 + 2)", "no opening bracket"),
+    ("1 +", "ends too early"),
+    ("()", "a number is missing before ')'"),
+    ("2 × ()", "a number is missing before ')'"),
+    ("2 3", "write an operator"),
+    ("1 = 1", "unexpected '='"),
+    ("", "empty"),
+    ("\x00", "unexpected"),
+]
+
+
+@pytest.mark.parametrize("text, phrase", ARITHMETIC_HOSTILE)
+def test_hostile_arithmetic_is_refused_with_a_reason(text: str, phrase: str) -> None:
+    with pytest.raises(InvalidAnswer) as info:
+        evaluate(text)
+    assert phrase in info.value.message
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(Fraction(18432), "18432"), (Fraction(-5, 2), "-2.5"), (Fraction(1, 8), "0.125"), (Fraction(1, 3), "1/3")],
+)
+def test_values_are_described_exactly(value: Fraction, text: str) -> None:
+    assert describe(value).startswith(text)

@@ -1,4 +1,7 @@
-"""Hostile answers never crash or hang a checker: they come back invalid (or incorrect) with feedback."""
+"""Hostile answers never crash or hang a checker: they come back invalid (or incorrect) with feedback.
+
+Every answer below goes to every part, so the arithmetic of numeric answers (counts, padding), the shape and
+receptive-field readers (with words around a value) and the Q4 weight grammar all see all of them."""
 
 from __future__ import annotations
 
@@ -44,6 +47,21 @@ HOSTILE: dict[str, Any] = {
     "expansion_bomb": [["*".join(["(w1^11+w2^11+w3^11+w1^12)"] * 7)]],
     "huge_json_int": 10**5000,
     "many_keys": {f"U{i}": [0, 0, 0] for i in range(1000)},
+    # arithmetic in numeric answers: every power, exponent and intermediate value is bounded before it is computed
+    "power_chain": "2^2^2^2^2^2",
+    "huge_power": "10^99999999",
+    "superscript_power": "9⁹⁹⁹⁹⁹⁹",
+    "sci_exponent": "1e99999999",
+    "long_sci_exponent": "1e" + "9" * 190,
+    "big_product": "*".join(["99999999"] * 22),
+    "tiny_quotient": "1" + "/99999999" * 20,
+    "deep_parens": "(" * 90 + "1" + ")" * 90,
+    "mixed_brackets": "([{" * 30 + "1" + "}])" * 30,
+    "unary_chain": "-" * 199 + "1",
+    "latex_soup": "\\left(" * 28,
+    "equals_chain": "=".join(["9**99"] * 30),
+    "word_soup": "x by " * 30,
+    "ambiguous_shapes": "N x C or C x N " * 5,
 }
 PARTS = [part.id for part in answer_rubric().parts if part.checker != "manual_review"]
 

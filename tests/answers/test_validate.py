@@ -79,6 +79,36 @@ def test_each_unparsable_answer_is_reported(path: str, value: Any, where: str, p
     assert problems[0][0] == where and phrase in problems[0][1]
 
 
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        ("q2.standard_params", "2 × (32 × 3 × 3 × 32) = 18432"),
+        ("q2.standard_params", "2 × (32 × 3 × 3 × 32) = 18433"),  # parses; the grade names the disagreement
+        ("q2.standard_params", "1.8432e4"),
+        ("q2.bottleneck_params", "32 × 128 + 32 × 3 × 3 × 32 + 128 × 32 = 17408"),
+        ("q2.standard_receptive_field", "a 5x5 region"),
+        ("q3.a_mean_shape", "shape (1, C)"),
+        ("q3.b_mean_shape", "the output has shape 1 x 1 x 1 x C"),
+        ("q4.c_padding", "3 - 1"),
+    ],
+)
+def test_answers_the_checkers_read_are_not_reported_as_malformed(path: str, value: Any) -> None:
+    assert validate_sheet(_with(path, value), full_rubric()) == []
+
+
+@pytest.mark.parametrize(
+    "path, value, phrase",
+    [
+        ("q2.standard_params", "1.84325e4", "not a whole number"),
+        ("q3.a_mean_shape", "shape (1, K)", "unknown axis 'K'"),
+        ("q4.c_padding", "9**9**9", "too large"),
+    ],
+)
+def test_grader_check_gives_the_checkers_message(path: str, value: Any, phrase: str) -> None:
+    problems = validate_sheet(_with(path, value), full_rubric())
+    assert len(problems) == 1 and phrase in problems[0][1]
+
+
 def test_validation_imports_neither_torch_nor_sympy() -> None:
     code = (
         "import sys, grader.answers.validate, grader.answers.template; "

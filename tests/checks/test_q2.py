@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from grader.domain.results import PartStatus
+from grader.domain.results import PartResult, PartStatus
+from grader.rubric.disclosure import part_view
+from grader.rubric.model import Visibility
 from tests.answers.sheets import grade_one
 
 STANDARD, BOTTLENECK = "q2.standard_params", "q2.bottleneck_params"
@@ -143,3 +145,62 @@ def test_receptive_field_follows_the_kernel_size() -> None:
         "block": {"kind": "bottleneck", "channels": 16, "bottleneck_channels": 4, "kernel_size": 3, "activation": "pre"}
     }
     assert grade_one("q2.bottleneck_receptive_field", "3x3", params=pre).status is PartStatus.CORRECT
+
+
+# The answer key writes its counts as `expression = result`: that notation, and arithmetic, score like the number.
+
+
+@pytest.mark.parametrize(
+    "part, answer",
+    [
+        (STANDARD, "2 × (32 × 3 × 3 × 32) = 18432"),
+        (STANDARD, "$2 \\times (32 \\times 3 \\times 3 \\times 32) = 18432$"),
+        (STANDARD, "2*(3*3*32*32)"),
+        (STANDARD, "1.8432e4"),
+        (STANDARD, "1.8432 × 10^4"),
+        (STANDARD, "2 × (32 × 3 × 3 × 32 + 32 × 2) = 18560"),
+        (BOTTLENECK, "32 × 128 + 32 × 3 × 3 × 32 + 128 × 32 = 17408"),
+    ],
+)
+def test_the_keys_own_notation_scores_full_points(part: str, answer: str) -> None:
+    result = grade_one(part, answer)
+    assert result.status is PartStatus.CORRECT and result.points == result.max_points
+    assert "equals" not in result.feedback  # no disagreement to name
+
+
+def _before_release(result: PartResult) -> dict[str, Any]:
+    """The part as a student sees it before grades are released (visibility full)."""
+    stored = result.to_json() | {"public_feedback": result.public_feedback}
+    return part_view(stored, visibility=Visibility.FULL, disclosed=False)
+
+
+def test_a_disagreeing_result_is_graded_as_written_and_the_disagreement_named() -> None:
+    result = grade_one(STANDARD, "2 × (32 × 3 × 3 × 32) = 18433")
+    assert result.status is PartStatus.INCORRECT and result.points == 0
+    note = "your expression '2 × (32 × 3 × 3 × 32)' equals 18432 but you wrote = 18433"
+    assert note in result.feedback.lower()
+    shown = _before_release(result)
+    assert note in shown["feedback"].lower()
+    # the student sees what their own expression equals, never the accepted counts or which convention matched
+    assert "accepted" not in (shown["evidence"] or {}) and "18,432" not in shown["feedback"]
+    assert "18560" not in shown["feedback"] and "18,560" not in shown["feedback"]
+
+
+def test_a_right_result_after_wrong_working_scores_with_the_slip_named() -> None:
+    result = grade_one(STANDARD, "2 × (32 × 3 × 3 × 31) = 18432")
+    assert result.status is PartStatus.CORRECT and result.points == result.max_points
+    assert "equals 17856 but you wrote = 18432" in result.feedback
+    assert "equals 17856 but you wrote = 18432" in _before_release(result)["feedback"]
+
+
+@pytest.mark.parametrize(
+    "answer, phrase",
+    [
+        ("1.84325e4", "18432.5, not a whole number"),
+        ("2 × (32 × 3 × 3 × 32", "'(' is not closed by ')'"),
+        ("2 × (32 × 3 × 3 × 32) =", "one side of '=' is empty"),
+    ],
+)
+def test_arithmetic_that_does_not_give_a_whole_count_is_invalid(answer: str, phrase: str) -> None:
+    result = grade_one(STANDARD, answer)
+    assert result.status is PartStatus.INVALID and phrase in result.feedback and phrase in str(result.public_feedback)

@@ -20,6 +20,11 @@ from tests.answers.sheets import grade_one
         ("q3.b_mean_shape", "1 x 1 x 1 x C"),
         ("q3.b_variance_shape", "[1, 1, 1, C]"),
         ("q3.b_variance_shape", "1*1*1*C"),
+        # words around the shape
+        ("q3.a_mean_shape", "shape (1, C)"),
+        ("q3.a_variance_shape", "the output has shape 1 x C"),
+        ("q3.a_mean_shape", "(1, C) matrix"),
+        ("q3.b_mean_shape", "$1 \\times 1 \\times 1 \\times C$"),
     ],
 )
 def test_correct_shapes(part: str, answer: Any) -> None:

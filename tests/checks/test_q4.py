@@ -115,7 +115,7 @@ def test_unparsable_b_is_invalid(answer: Any) -> None:
     assert result.status is PartStatus.INVALID and "relation" in result.feedback
 
 
-@pytest.mark.parametrize("answer", [2, "2", [2, 2], "(2, 2)"])
+@pytest.mark.parametrize("answer", [2, "2", [2, 2], "(2, 2)", "3 - 1", "3 - 1 = 2", "2 zeros on each side"])
 def test_padding(answer: Any) -> None:
     result = grade_one(PADDING, answer)
     assert result.status is PartStatus.CORRECT and "length 6" in result.feedback
@@ -133,6 +133,13 @@ def test_padding(answer: Any) -> None:
 def test_wrong_padding(answer: Any, status: PartStatus, phrase: str) -> None:
     result = grade_one(PADDING, answer)
     assert result.status is status and phrase in result.feedback
+
+
+def test_padding_with_disagreeing_working_is_graded_as_written_and_named() -> None:
+    result = grade_one(PADDING, "3 - 1 = 1")
+    assert result.status is PartStatus.INCORRECT
+    assert "'3 - 1' equals 2 but you wrote = 1" in result.feedback
+    assert "'3 - 1' equals 2 but you wrote = 1" in str(result.public_feedback)
 
 
 def kernels_with(change: Any = None, *, swap: bool = False) -> dict[str, list[str]]:

@@ -12,8 +12,10 @@ import pytest
 from grader.checks.q1 import deduction_fraction
 from grader.domain.results import GradeReport, PartResult, PartStatus
 from grader.errors import RubricError
+from grader.evaluation.preprocessing import evaluation_preprocessing
 from grader.rubric.engine import grade_sheet
 from grader.rubric.model import Rubric, load_rubric
+from tests.evaluation.conftest import SUBSET
 
 REPO = Path(__file__).resolve().parents[2]
 V1 = {
@@ -120,10 +122,110 @@ def test_missing_rejected_and_error_evaluations(rubric: Rubric) -> None:
     assert "upload the v2 model's weights" in missing["q1.v2_architecture"].feedback
 
 
-def test_a_malformed_declaration_makes_the_parts_invalid(rubric: Rubric) -> None:
+IMAGENET = {"kind": "mean_std", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+DECLARATIONS = [
+    # (case, declared at q1.v1_preprocessing (None: absent), what the accuracy feedback says about it)
+    ("right: ImageNet mean/std", IMAGENET, None),
+    ("missing", None, "No preprocessing declared at q1.v1_preprocessing"),
+    ("wrong kind: raw pixels", "none", None),
+    ("wrong kind: ÷255 only", "scale", None),
+    ("unusable: imagenet is no kind", "imagenet", "unknown preprocessing 'imagenet'"),
+    ("unusable: mean_std without numbers", {"kind": "mean_std"}, "mean_std needs 'mean' and 'std'"),
+]
+
+
+@pytest.mark.parametrize(("case", "declared", "says"), DECLARATIONS, ids=[d[0] for d in DECLARATIONS])
+@pytest.mark.parametrize("correct", [9173, 1012])
+def test_the_declaration_never_changes_the_architecture_part(
+    rubric: Rubric, case: str, declared: Any, says: str | None, correct: int
+) -> None:
+    sheet = {"q1": {"v1_preprocessing": declared}} if declared is not None else {}
+    parts = _parts(rubric, sheet, {"v1": _evaluated(correct, preprocessing=evaluation_preprocessing(sheet, "v1"))})
+    architecture = parts["q1.v1_architecture"]
+    assert (architecture.status, architecture.points) == (PartStatus.CORRECT, 20.0), architecture.feedback
+    accuracy = parts["q1.v1_accuracy"]
+    assert accuracy.status is not PartStatus.INVALID and accuracy.evidence is not None
+    assert ("near chance" in accuracy.feedback) == (correct < 2000)
+    if says is None:
+        assert "No preprocessing declared" not in accuracy.feedback and "cannot be used" not in accuracy.feedback
+    else:
+        assert says in accuracy.feedback
+    if "unusable" in case:
+        assert "cannot be used" in accuracy.feedback and "evaluated with the default" in accuracy.feedback
+
+
+def test_without_an_evaluation_an_unusable_declaration_is_not_the_reason_given(rubric: Rubric) -> None:
     parts = _parts(rubric, {"q1": {"v1_preprocessing": "whitening"}}, {})
-    assert parts["q1.v1_accuracy"].status is PartStatus.INVALID
-    assert "q1.v1_preprocessing" in parts["q1.v1_architecture"].feedback
+    assert parts["q1.v1_architecture"].status is PartStatus.MISSING
+    assert "upload the v1 model's weights" in parts["q1.v1_architecture"].feedback
+
+
+def test_student_code_results_do_not_mention_the_declaration(rubric: Rubric) -> None:
+    result = _evaluated(
+        1012,
+        mode="student_code",
+        preprocessing={"kind": "per_image_standardization"},
+        preprocessing_function="ImageUtils.parse_record(record, training=False)",
+    )
+    accuracy = _parts(rubric, {}, {"v1": result})["q1.v1_accuracy"]
+    assert "No preprocessing declared" not in accuracy.feedback
+    assert "near chance" in accuracy.feedback and "ImageUtils.parse_record" in accuracy.feedback
+
+
+REAL_CASES = [
+    # (case, declared (None: absent), accuracy status on the first SUBSET test images, what its feedback says)
+    ("right: ImageNet mean/std", IMAGENET, PartStatus.CORRECT, "Target of 90 % met"),
+    ("missing: the default per-image standardisation", None, PartStatus.CORRECT, "No preprocessing declared"),
+    ("wrong kind: raw pixels", "none", PartStatus.PARTIAL, "near chance"),
+    ("wrong kind: ÷255 only", "scale", PartStatus.PARTIAL, "Check that q1.v1_preprocessing declares"),
+    ("unusable: imagenet is no kind", "imagenet", PartStatus.CORRECT, "cannot be used"),
+]
+
+
+@pytest.mark.parametrize(("case", "declared", "accuracy_status", "says"), REAL_CASES, ids=[c[0] for c in REAL_CASES])
+def test_the_real_resnet20_earns_the_architecture_points_whatever_the_declaration(
+    rubric: Rubric,
+    resnet20_checkpoint: Path,
+    cifar10_root: Path,
+    case: str,
+    declared: Any,
+    accuracy_status: PartStatus,
+    says: str,
+) -> None:
+    from grader.evaluation.evaluate import evaluate_checkpoint
+
+    sheet = {"q1": {"v1_preprocessing": declared}} if declared is not None else {}
+    result = evaluate_checkpoint(
+        resnet20_checkpoint,
+        preprocessing=evaluation_preprocessing(sheet, "v1"),
+        cifar10_root=cifar10_root,
+        device="cpu",
+        limit=SUBSET,
+    )
+    parts = _parts(rubric, sheet, {"v1": result})
+    architecture, accuracy = parts["q1.v1_architecture"], parts["q1.v1_accuracy"]
+    assert (architecture.status, architecture.points) == (PartStatus.CORRECT, 20.0), architecture.feedback
+    assert "ResNet-20 v1" in architecture.feedback
+    assert accuracy.status is accuracy_status and says in accuracy.feedback, accuracy.feedback
+
+
+def test_a_small_v2_net_earns_the_architecture_points_with_an_unusable_declaration(
+    rubric: Rubric, cifar10_root: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from grader.evaluation.evaluate import evaluate_checkpoint
+    from tests.evaluation.nets import StarterResNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "v2.pt"
+    torch.save(StarterResNet(2, 1).state_dict(), path)
+    sheet = {"q1": {"v2_preprocessing": {"kind": "whitening"}}}
+    preprocessing = evaluation_preprocessing(sheet, "v2")
+    result = evaluate_checkpoint(path, preprocessing=preprocessing, cifar10_root=cifar10_root, device="cpu", limit=100)
+    parts = _parts(rubric, sheet, {"v2": result})
+    assert (parts["q1.v2_architecture"].status, parts["q1.v2_architecture"].points) == (PartStatus.CORRECT, 20.0)
+    assert "cannot be used" in parts["q1.v2_accuracy"].feedback
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,9 @@ class GradebookRow(BaseModel):
     submission_id: str | None
     received_at: str | None
     status: str = Field(description="the counting submission's job status, or `missing` (on the roster, nothing sent)")
-    score: float | None = Field(description="with reviewed points; null until graded")
+    score: float | None = Field(description="with reviewed points, after any late penalty; null until graded")
+    minutes_late: float | None = Field(description="null when the assignment has no due date")
+    late_penalty_percent: float | None
     max_score: float
     parts: dict[str, GradebookPart]
 
@@ -100,7 +102,7 @@ def read_gradebook(
     _: StaffUser,
     session: SessionDep,
     settings: SettingsDep,
-    counting: Literal["latest", "best"] = "latest",
+    counting: Literal["latest", "best"] | None = None,
     user: str | None = None,
     status: str | None = None,
     part: str | None = None,
@@ -111,7 +113,8 @@ def read_gradebook(
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict:
-    """One row per student for the submission that counts (latest, or `counting=best`), with reviewed points."""
+    """One row per student for the submission that counts (the rubric policy's rule, or `counting=latest|best`), with
+    reviewed points and after any late penalty."""
     rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
     rows = gradebook.gradebook_rows(session, rubric=rubric, counting=counting)
     filters = gradebook.Filters(user, status, part, part_status, min_score, max_score)
@@ -130,7 +133,7 @@ def read_gradebook_csv(
     session: SessionDep,
     settings: SettingsDep,
     format: Literal["canvas", "parts"] = "canvas",
-    counting: Literal["latest", "best"] = "latest",
+    counting: Literal["latest", "best"] | None = None,
     column: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """Canvas's gradebook import format; `format=parts` gives one column per part."""
