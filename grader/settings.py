@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     """A job or evaluation whose worker was silent this long is resent; default: task time limit + 120 s."""
     sweep_interval_s: int = 60
     """How often each worker looks for jobs to resend."""
+    rate_limit_per_minute: PositiveInt = 600
+    """API requests per minute per user (each API process counts its own); over it: 429 with Retry-After."""
+    rate_limit_burst: PositiveInt = 120
+    """Requests a user may make at once before the per-minute rate applies."""
     jobs_in_flight_per_student: PositiveInt = 1
     """Fair share: a student's further submissions are stored and wait (`received`) while this many of theirs are
     queued or running, so another student's job waits behind at most this many of theirs."""

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from grader.api.ratelimit import RateLimiter
 from grader.db.models import User
 from grader.db.session import session_scope
 from grader.domain.status import Role
@@ -50,7 +51,14 @@ def get_current_user(
     user = authenticate(session, token=credentials.credentials)
     if user is None:
         raise Unauthenticated("invalid or revoked API token")
+    _rate_limiter().take(user.id)
     return user
+
+
+@lru_cache
+def _rate_limiter() -> RateLimiter:
+    settings = get_settings()
+    return RateLimiter(per_minute=settings.rate_limit_per_minute, burst=settings.rate_limit_burst)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
