@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=None)
     run.set_defaults(handler=_cmd_run)
 
+    api = commands.add_parser("api", help="start only the API, as `grader run` serves it (no migration, no worker)")
+    api.add_argument("--host", default=None)
+    api.add_argument("--port", type=int, default=None)
+    api.set_defaults(handler=_cmd_api)
+
     worker = commands.add_parser("worker", help="start a Celery worker process")
     worker.add_argument(
         "--queues", default="cpu,gpu,regrade", help="comma-separated queues to consume (cpu, gpu, regrade)"
@@ -158,6 +163,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     return run_service(settings, host=args.host or settings.host, port=args.port or settings.port)
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    # One process of a deployment (the container image's command): the schema is `grader db upgrade`'s, run once.
+    from grader.api.server import serve_api
+
+    settings = get_settings()
+    serve_api(settings, host=args.host or settings.host, port=args.port or settings.port)
+    return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:

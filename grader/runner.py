@@ -39,8 +39,7 @@ def worker_command(*, queues: str = "cpu,gpu,regrade", concurrency: int = 1) -> 
 
 
 def run_service(settings: Settings, *, host: str, port: int) -> int:
-    import uvicorn
-
+    from grader.api.server import serve_api
     from grader.db.migrate import upgrade_database
     from grader.evaluation.safety import require_safe_torch
 
@@ -49,7 +48,7 @@ def run_service(settings: Settings, *, host: str, port: int) -> int:
     _print_banner(settings, host, port)
     started = [subprocess.Popen(worker_command(queues=queue)) for queue in RUN_QUEUES]
     try:
-        uvicorn.run("grader.api.app:create_app", factory=True, host=host, port=port)
+        serve_api(settings, host=host, port=port)
     finally:
         _stop(started)
     return 0

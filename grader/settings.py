@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,17 @@ class Settings(BaseSettings):
     max_answers_bytes: int = 256 * 1024
     max_checkpoint_bytes: int = 256 * MiB
     max_submission_bytes: int = 600 * MiB
+
+    header_timeout_s: PositiveFloat = 10
+    """`grader run` closes a connection that has not sent a whole request head (line and headers) this long after
+    it opened or after its previous answer: a client trickling headers byte by byte holds no connection."""
+    body_timeout_s: PositiveFloat = 600
+    """A request's whole body must arrive within this after its headers; otherwise 408 and nothing is stored (600 s
+    fits the largest submission at 1 MiB/s)."""
+    body_idle_timeout_s: PositiveFloat = 30
+    """A request body that sends nothing for this long is cut off: 408, nothing stored."""
+    keep_alive_timeout_s: PositiveInt = 5
+    """`grader run` closes an idle keep-alive connection after this (uvicorn's timeout_keep_alive)."""
 
     @property
     def max_code_file_bytes(self) -> int:
@@ -80,6 +92,11 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+
+    log_format: Literal["text", "json"] = "text"
+    """`text` for a person at a terminal (`make run`); `json` for deployments: one JSON object per line."""
+    metrics_token: SecretStr | None = None
+    """When set, `/metrics` answers only `Authorization: Bearer <this>`; unset, it is open (keep it internal)."""
 
     @field_validator("data_dir", "rubrics_dir", "storage_dir", "cifar10_root", mode="after")
     @classmethod

@@ -15,7 +15,7 @@ REGRADE_QUEUE = "regrade"
 
 def create_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("grader", broker=settings.resolved_broker_url, include=["worker.tasks"])
+    app = Celery("grader", broker=settings.resolved_broker_url, include=["worker.tasks", "worker.observability"])
     if settings.uses_embedded_broker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     app.conf.update(

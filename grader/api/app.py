@@ -13,7 +13,9 @@ from fastapi_offline import FastAPIOffline
 
 from grader import __version__
 from grader.api.errors import install_error_handlers
-from grader.api.limits import BodySizeLimit
+from grader.api.limits import BodyLimits
+from grader.api.observability import install_observability
+from grader.api.openapi import document_errors
 from grader.api.routes import assignments, extensions, integrity, regrades, staff, submissions, system, users
 from grader.db.session import session_scope
 from grader.rubric.model import RubricCatalog
@@ -41,9 +43,20 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_body_bytes=get_settings().max_submission_bytes)
-    for module in (system, assignments, submissions, staff, extensions, integrity, users, regrades):
-        app.include_router(module.router, prefix=API_PREFIX)
+    settings = get_settings()
+    app.add_middleware(
+        BodyLimits,
+        max_body_bytes=settings.max_submission_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        idle_timeout_s=settings.body_idle_timeout_s,
+    )
+    install_observability(app)  # after the other middlewares: it must wrap them
+    routers = [
+        module.router for module in (system, assignments, submissions, staff, extensions, integrity, users, regrades)
+    ]
+    for router in routers:
+        app.include_router(router, prefix=API_PREFIX)
+    document_errors(app, API_PREFIX, routers)
     app.mount("/dashboard/static", StaticFiles(directory=str(WEB / "static")), name="dashboard-static")
     app.include_router(pages.router)
     app.add_api_route("/", lambda: RedirectResponse("/dashboard"), include_in_schema=False)

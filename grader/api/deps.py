@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from grader import logs
 from grader.api.ratelimit import RateLimiter
 from grader.db.models import User
 from grader.db.session import session_scope
@@ -51,6 +52,7 @@ def get_current_user(
     user = authenticate(session, token=credentials.credentials)
     if user is None:
         raise Unauthenticated("invalid or revoked API token")
+    logs.bind(user_id=user.id)  # on the request's log line
     _rate_limiter().take(user.id)
     return user
 

@@ -36,13 +36,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        field = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path"))
+        field = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path", "header"))
         message = f"{field or 'request'}: {first.get('msg', 'invalid value')}"
         return JSONResponse(error_body("invalid_request", message, field or None), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body("http_error", str(exc.detail)), status_code=exc.status_code)
+        # The exception's headers are part of the answer: a 405's Allow, a cut-off body's Connection: close.
+        return JSONResponse(error_body("http_error", str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RubricError)
     async def _rubric(_: Request, exc: RubricError) -> JSONResponse:

@@ -1,8 +1,11 @@
-"""Request size limits enforced while the body streams in, chunked bodies included, before anything is spooled."""
+"""Request body limits enforced while the body streams in, chunked bodies included, before anything is spooled:
+its size (413) and how long it takes to arrive (408)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -10,16 +13,29 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 """Room for multipart boundaries and part headers on top of the files themselves."""
 
 
-class BodySizeLimit:
-    """ASGI middleware: 413 as soon as a body is declared or found to be larger than the limit.
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    code: str
+    message: str
 
-    A declared Content-Length is refused before a byte is read. A body without one (chunked) is counted as
-    it arrives; past the limit the app sees a disconnect, and whatever it answers is replaced by the 413.
+
+class BodyLimits:
+    """ASGI middleware: a body larger than the limit (413), or one that arrives too slowly (408), is cut off.
+
+    A declared Content-Length over the size limit is refused before a byte is read. Otherwise the body is counted
+    and timed as the app reads it: all of it must arrive within `body_timeout_s` of the request's start, and no
+    wait for its next bytes may last longer than `idle_timeout_s` (a client trickling a body, or stalled, would
+    otherwise hold a connection and an upload's temporary files forever). Past a limit the app sees a disconnect,
+    so it stores nothing, and whatever it answers is replaced by the refusal, which closes the connection.
+    Waiting for a disconnect after the body is complete (a streaming response does) is not timed.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float, idle_timeout_s: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes + MULTIPART_OVERHEAD_BYTES
+        self.body_timeout_s = body_timeout_s
+        self.idle_timeout_s = idle_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -27,55 +43,77 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await send_too_large(send, self.max_body_bytes)
+            await send_refusal(send, _too_large(self.max_body_bytes))
             return
-        guard = _StreamGuard(receive, send, self.max_body_bytes)
-        await self.app(scope, guard.receive, guard.send)
-        if guard.exceeded and not guard.replied:
-            await send_too_large(send, self.max_body_bytes)
+        guard = _BodyGuard(self, receive, send)
+        try:
+            await self.app(scope, guard.receive, guard.send)
+        except Exception:
+            if guard.refusal is None:
+                raise
+            # The app failed on the body cut off under it: the refusal is the answer, not a 500.
+        if guard.refusal is not None and not guard.replied:
+            await send_refusal(send, guard.refusal)
 
 
-class _StreamGuard:
-    def __init__(self, receive: Receive, send: Send, limit: int) -> None:
-        self._receive, self._send, self.limit = receive, send, limit
+def _too_large(limit: int) -> Refusal:
+    return Refusal(413, "upload_too_large", f"the request body is larger than the limit of {limit} bytes")
+
+
+class _BodyGuard:
+    def __init__(self, limits: BodyLimits, receive: Receive, send: Send) -> None:
+        self._limits, self._receive, self._send = limits, receive, send
+        self._deadline = asyncio.get_running_loop().time() + limits.body_timeout_s
         self.received = 0
-        self.exceeded = False
+        self.body_complete = False
+        self.refusal: Refusal | None = None
         self.replied = False
 
     async def receive(self) -> Message:
-        if self.exceeded:
+        if self.refusal is not None:
             return {"type": "http.disconnect"}
-        message = await self._receive()
+        if self.body_complete:
+            return await self._receive()
+        limits = self._limits
+        remaining = self._deadline - asyncio.get_running_loop().time()
+        wait_s = min(limits.idle_timeout_s, remaining)
+        try:
+            async with asyncio.timeout(max(wait_s, 0)):
+                message = await self._receive()
+        except TimeoutError:
+            if wait_s < limits.idle_timeout_s:
+                message = f"the request body did not arrive within {limits.body_timeout_s:g} s"
+            else:
+                message = f"the request body stalled: no data for {limits.idle_timeout_s:g} s"
+            return self._cut_off(Refusal(408, "request_timeout", message))
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
-            if self.received > self.limit:
-                self.exceeded = True
-                return {"type": "http.disconnect"}
+            if self.received > limits.max_body_bytes:
+                return self._cut_off(_too_large(limits.max_body_bytes))
+            self.body_complete = not message.get("more_body", False)
         return message
 
+    def _cut_off(self, refusal: Refusal) -> Message:
+        self.refusal = refusal
+        return {"type": "http.disconnect"}
+
     async def send(self, message: Message) -> None:
-        if self.exceeded:
-            if message["type"] == "http.response.start":
+        if self.refusal is not None:
+            if message["type"] == "http.response.start" and not self.replied:
                 self.replied = True
-                await send_too_large(self._send, self.limit)
+                await send_refusal(self._send, self.refusal)
             return  # the app's own answer to the cut-off body is dropped
+        if message["type"] == "http.response.start":
+            self.replied = True
         await self._send(message)
 
 
-async def send_too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {
-            "error": {
-                "code": "upload_too_large",
-                "message": f"the request body is larger than the limit of {limit} bytes",
-                "field": None,
-            }
-        }
-    ).encode()
+async def send_refusal(send: Send, refusal: Refusal) -> None:
+    body = json.dumps({"error": {"code": refusal.code, "message": refusal.message, "field": None}}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

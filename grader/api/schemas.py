@@ -61,6 +61,11 @@ class JobPublic(BaseModel):
     score: float | None
     max_score: float | None
     rubric_version: str | None
+    provenance: dict[str, Any] | None = Field(
+        None,
+        description="What produced the score: grader and rubric versions, file hashes, and per checkpoint the "
+        "evaluator version, torch version, device, mode and the test set's hashes (staff only, in `history`).",
+    )
 
 
 class Lateness(BaseModel):

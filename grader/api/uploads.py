@@ -91,13 +91,25 @@ async def _read_multipart(request: Request, params: dict[bytes, bytes], fields: 
     if not boundary:
         raise HTTPException(400, "Missing boundary in multipart.")
     parts = _Parts(fields, _charset(params))
+    received = 0
     try:
         parser = MultipartParser(boundary, parts.callbacks())
         async with aclosing(request.stream()) as stream:
             async for chunk in stream:
+                received += len(chunk)
                 parser.write(chunk)  # raises at the chunk that crosses a limit, before that chunk is written
                 await parts.write_pending()
         parser.finalize()
+        # python-multipart's finalize() accepts a body cut short anywhere (its own TODO), so a body sent with a
+        # Content-Length smaller than itself would be read as a form of truncated files: the form must be whole.
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) != received:
+            raise incomplete_body(f"the request body has {received} bytes, not the {declared} its Content-Length says")
+        if not parts.complete:
+            raise incomplete_body(
+                f"the multipart body ended before its closing boundary '--{boundary.decode('latin-1')}--': "
+                "it was cut short, or its Content-Length is smaller than the body"
+            )
         await parts.rewind()
     except FormParserError as exc:
         parts.discard()
@@ -106,6 +118,11 @@ async def _read_multipart(request: Request, params: dict[bytes, bytes], fields: 
         parts.discard()
         raise
     return FormData(parts.items)
+
+
+def incomplete_body(message: str) -> HTTPException:
+    """400 for a body that is not whole; the connection is closed, since where its next request starts is unknown."""
+    return HTTPException(400, message, headers={"Connection": "close"})
 
 
 def _charset(params: dict[bytes, bytes]) -> str:
@@ -147,6 +164,8 @@ class _Parts:
         self.charset = charset
         self.items: list[tuple[str, UploadFile]] = []
         self.pending: list[tuple[UploadFile, bytes]] = []
+        self.complete = False
+        """The closing boundary was read."""
         self._seen: list[str] = []
         self._part: _Part | None = None
         self._headers: list[tuple[bytes, bytes]] = []
@@ -162,6 +181,7 @@ class _Parts:
             "on_header_end": self.on_header_end,
             "on_headers_finished": self.on_headers_finished,
             "on_part_data": self.on_part_data,
+            "on_end": self.on_end,
         }
 
     def on_part_begin(self) -> None:
@@ -209,6 +229,9 @@ class _Parts:
         if part.size > part.field.max_bytes:
             raise _too_large(part)
         self.pending.append((part.upload, data[start:end]))
+
+    def on_end(self) -> None:
+        self.complete = True
 
     async def write_pending(self) -> None:
         for upload, data in self.pending:
@@ -289,8 +312,8 @@ class SubmissionUploadRoute(APIRoute):
             try:
                 form = await read_upload_form(request, submission_fields(settings))
             except ClientDisconnect as exc:
-                # Also how BodySizeLimit cuts off a body past the submission limit; it answers 413 in our place.
-                raise HTTPException(400, "the request body ended before it was complete") from exc
+                # Also how BodyLimits cuts off a body too large or too slow; it answers 413 or 408 in our place.
+                raise incomplete_body("the request body ended before it was complete") from exc
             try:
                 return await handle(_FormReadRequest(request, form))
             finally:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -95,11 +96,15 @@ class Artifact(Base):
 
 class Submission(Base):
     __tablename__ = "submissions"
+    # A unique index rather than a constraint: SQLite adds an index without rebuilding the table.
+    __table_args__ = (Index("uq_submissions_user_id_idempotency_key", "user_id", "idempotency_key", unique=True),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     assignment_id: Mapped[str] = mapped_column(ForeignKey("assignments.id"), index=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)
+    """The client's Idempotency-Key header: a retry with the same key gets this submission instead of a new one."""
 
     files: Mapped[list[SubmissionFile]] = relationship(back_populates="submission", order_by="SubmissionFile.id")
     jobs: Mapped[list[GradingJob]] = relationship(back_populates="submission", order_by="GradingJob.number")
@@ -186,6 +191,9 @@ class Score(Base):
     rubric_version: Mapped[str] = mapped_column(String(64))
     rubric_sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    provenance: Mapped[dict[str, Any] | None]
+    """What produced the score: grader and rubric versions, each file's sha256, and per checkpoint the evaluator
+    version, torch version, device, mode and the test set's hashes (null for scores stored before it existed)."""
 
     job: Mapped[GradingJob] = relationship(back_populates="score")
 

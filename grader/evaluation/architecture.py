@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import torch
-
-from grader.evaluation.checkpoint import CheckpointRejected
-from grader.evaluation.resnet import (
+from grader.evaluation.checkpoint_format import CheckpointRejected
+from grader.evaluation.resnet_spec import (
     Activation,
     BlockSpec,
     BNSpec,
@@ -32,6 +30,21 @@ SHORTCUT_NAME = re.compile(r"short|proj|downsampl|skip|^sc$|^identity", re.IGNOR
 MAX_TENSORS = 5_000
 
 
+class TensorLike(Protocol):
+    """What inference reads of a tensor: a torch.Tensor's, or a record of one read from the file without torch
+    (grader.evaluation.structure.TensorInfo, for the intake pre-check). Importing this module imports no torch."""
+
+    @property
+    def shape(self) -> Sequence[int]: ...
+
+    @property
+    def dtype(self) -> object: ...
+
+    def dim(self) -> int: ...
+
+    def is_floating_point(self) -> bool: ...
+
+
 @dataclass(slots=True)
 class Layer:
     """One module of the student's network: its name and tensors by leaf name ("weight", "running_var")."""
@@ -39,10 +52,10 @@ class Layer:
     name: str
     kind: str
     """"conv", "bn" or "linear"."""
-    tensors: dict[str, torch.Tensor]
+    tensors: Mapping[str, TensorLike]
 
     @property
-    def weight(self) -> torch.Tensor:
+    def weight(self) -> TensorLike:
         return self.tensors["weight"]
 
     @property
@@ -102,7 +115,7 @@ class InferredNetwork:
         return summary
 
 
-def infer_network(tensors: dict[str, torch.Tensor]) -> InferredNetwork:
+def infer_network(tensors: Mapping[str, TensorLike]) -> InferredNetwork:
     """Spec and mapping for a state dict; CheckpointRejected naming the tensor or layer that does not fit."""
     if len(tensors) > MAX_TENSORS:
         raise CheckpointRejected(f"checkpoint has {len(tensors)} tensors; a CIFAR ResNet has a few hundred")
@@ -118,9 +131,9 @@ def infer_network(tensors: dict[str, torch.Tensor]) -> InferredNetwork:
     return _assemble(stem, outside, parsed)
 
 
-def group_layers(tensors: dict[str, torch.Tensor]) -> list[Layer]:
+def group_layers(tensors: Mapping[str, TensorLike]) -> list[Layer]:
     """Tensors grouped by module name, each classified as conv, BN or linear from its tensors' shapes."""
-    groups: dict[str, dict[str, torch.Tensor]] = {}
+    groups: dict[str, dict[str, TensorLike]] = {}
     for name, tensor in tensors.items():
         module, _, leaf = name.rpartition(".")
         groups.setdefault(module, {})[leaf] = tensor
@@ -133,7 +146,7 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in parts if part)
 
 
-def _classify(module: str, leaves: dict[str, torch.Tensor]) -> Layer:
+def _classify(module: str, leaves: Mapping[str, TensorLike]) -> Layer:
     weight = leaves.get("weight")
     where = module or "<top level>"
     for leaf, tensor in leaves.items():
@@ -156,7 +169,7 @@ def _classify(module: str, leaves: dict[str, torch.Tensor]) -> Layer:
     )
 
 
-def _bn_layer(module: str, leaves: dict[str, torch.Tensor]) -> Layer:
+def _bn_layer(module: str, leaves: Mapping[str, TensorLike]) -> Layer:
     extra = set(leaves) - BN_LEAVES
     needed = {"running_mean", "running_var"} - set(leaves)
     if extra or needed or ("weight" in leaves) != ("bias" in leaves):
@@ -169,7 +182,7 @@ def _bn_layer(module: str, leaves: dict[str, torch.Tensor]) -> Layer:
     return Layer(module, "bn", leaves)
 
 
-def _conv_layer(module: str, leaves: dict[str, torch.Tensor]) -> Layer:
+def _conv_layer(module: str, leaves: Mapping[str, TensorLike]) -> Layer:
     out_channels, _, height, width = leaves["weight"].shape
     if height != width or height % 2 == 0:
         raise CheckpointRejected(

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from grader import __version__
 from grader.db.models import GradingJob, JobEvaluation, PartResultRow, Score, Submission, utcnow
 from grader.domain.results import GradeReport
 from grader.domain.status import JobStatus
@@ -139,7 +142,7 @@ def run_job(
         _wait_for(session, job=job, plan=plan, dispatcher=dispatcher)
         return JobStatus.RUNNING
     report = grade_sheet(sheet, rubric, plan.results)
-    store_report(session, job=job, report=report, rubric=rubric)
+    store_report(session, job=job, report=report, rubric=rubric, evaluations=plan.results)
     return JobStatus.GRADED
 
 
@@ -178,8 +181,26 @@ def jobs_waiting_on(session: Session, *, evaluation_id: str) -> list[str]:
     return list(session.scalars(query))
 
 
+PROVENANCE_KEYS = (
+    "status",
+    "checkpoint_sha256",
+    "code_sha256",
+    "mode",
+    "isolation",
+    "evaluator_version",
+    "torch_version",
+    "device",
+)
+
+
 def store_report(
-    session: Session, *, job: GradingJob, report: GradeReport, rubric: Rubric, commit: bool = True
+    session: Session,
+    *,
+    job: GradingJob,
+    report: GradeReport,
+    rubric: Rubric,
+    evaluations: Mapping[str, Mapping[str, Any]] | None,
+    commit: bool = True,
 ) -> None:
     session.execute(PartResultRow.__table__.delete().where(PartResultRow.job_id == job.id))
     for position, part in enumerate(report.parts):
@@ -203,6 +224,7 @@ def store_report(
             max_score=report.max_score,
             rubric_version=report.rubric_version,
             rubric_sha256=rubric.sha256,
+            provenance=score_provenance(job, rubric, evaluations),
         )
     )
     job.status = str(JobStatus.GRADED)
@@ -210,6 +232,34 @@ def store_report(
     job.detail = ""
     if commit:
         session.commit()
+
+
+def score_provenance(
+    job: GradingJob, rubric: Rubric, evaluations: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, Any]:
+    """What produced a score, stored with it: which grader, rubric, files, and per checkpoint which evaluator,
+    torch, device, mode and test set. `evaluations`: the results the score used (None: no checkpoint part was
+    checked again, so the previous score's checkpoint provenance still holds)."""
+    checkpoints: dict[str, Any] = {}
+    if evaluations is None:
+        earlier = [j for j in job.submission.jobs if j.id != job.id and j.score and j.score.provenance]
+        checkpoints = dict(earlier[-1].score.provenance.get("checkpoints", {})) if earlier else {}  # type: ignore[union-attr]
+    else:
+        for label, result in sorted(evaluations.items()):
+            checkpoints[label] = {key: result.get(key) for key in PROVENANCE_KEYS}
+    provenance: dict[str, Any] = {
+        "grader_version": __version__,
+        "rubric_version": rubric.version,
+        "rubric_sha256": rubric.sha256,
+        "files": {file.field: file.artifact_sha256 for file in job.submission.files},
+        "checkpoints": checkpoints,
+    }
+    if any(entry.get("status") == "evaluated" for entry in checkpoints.values()):
+        # an evaluation refuses any other copy of the test set, so these are the hashes every result above used
+        from grader.evaluation.cifar import TEST_LABELS_SHA256, TEST_PIXELS_SHA256
+
+        provenance["test_set"] = {"pixels_sha256": TEST_PIXELS_SHA256, "labels_sha256": TEST_LABELS_SHA256}
+    return provenance
 
 
 def fail_job(session: Session, *, job: GradingJob, detail: str) -> JobStatus:
@@ -239,3 +289,8 @@ def note_problem(session: Session, *, job_id: str, detail: str) -> None:
     if job is not None and not JobStatus(job.status).is_final:
         job.detail = f"retrying after a grader problem: {detail}"
         session.commit()
+
+
+def submission_id_of(session: Session, *, job_id: str) -> str | None:
+    """The submission a job grades (for the worker's log lines), None for a job not in this database."""
+    return session.scalar(select(GradingJob.submission_id).where(GradingJob.id == job_id))

@@ -207,7 +207,7 @@ def _regrade_item(
     item.old_rubric_version = job.score.rubric_version if job.score else None
     selected = set(regrade.scope.get("parts") or [part.id for part in rubric.parts])
     sheet = load_sheet_from_store(submission, store)
-    evaluations: dict[str, Mapping[str, Any]] = {}
+    evaluations: dict[str, Mapping[str, Any]] | None = None
     if any(part.checker in EVALUATED_CHECKERS for part in rubric.parts if part.id in selected):
         plan = plan_evaluations(session, submission=submission, sheet=sheet, since=job.created_at, settings=settings)
         if not plan.ready:
@@ -215,7 +215,9 @@ def _regrade_item(
             return
         evaluations = dict(plan.results)
     parts = [
-        grade_part(spec, sheet, rubric, evaluations) if spec.id in selected or spec.id not in old else old[spec.id]
+        grade_part(spec, sheet, rubric, evaluations or {})
+        if spec.id in selected or spec.id not in old
+        else old[spec.id]
         for spec in rubric.parts
     ]
     report = GradeReport(assignment=rubric.assignment, rubric_version=rubric.version, parts=parts)
@@ -229,7 +231,7 @@ def _regrade_item(
     if not regrade.dry_run:
         new_job = start_regrade(session, submission=submission, reason="batch regrade")
         new_job.queued_at = new_job.started_at = utcnow()
-        store_report(session, job=new_job, report=report, rubric=rubric, commit=False)
+        store_report(session, job=new_job, report=report, rubric=rubric, evaluations=evaluations, commit=False)
         item.job_id = new_job.id
     item.status = "done"
 

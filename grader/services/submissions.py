@@ -6,15 +6,17 @@ import io
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Insert, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from grader.answers.sheet import parse_answer_sheet
 from grader.answers.validate import require_valid_sheet
-from grader.db.models import Artifact, GradingJob, Submission, SubmissionFile, User
+from grader.db.models import Artifact, GradingJob, Submission, SubmissionFile, User, new_id, utcnow
 from grader.domain.status import JobStatus, Role
-from grader.errors import InputError, NotFound, UploadTooLarge
+from grader.errors import InfrastructureError, InputError, NotFound, UploadTooLarge
 from grader.rubric.model import RubricCatalog
 from grader.services.assignments import get_assignment
 from grader.services.policy import check_can_submit
@@ -24,6 +26,17 @@ from grader.storage import ArtifactStore, StagedBlob
 CHECKPOINT_FIELDS = ("v1", "v2")
 CODE_FIELDS = {f"{label}_code": label for label in CHECKPOINT_FIELDS}
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".th", ".bin")
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+"""How long an Idempotency-Key names its submission; after that the same key makes a new one."""
+
+
+class AlreadySubmitted(Exception):  # not an error: the outcome of a repeated request
+    """This user already submitted with this Idempotency-Key within the window: the request is answered with that
+    submission, and nothing of this one is stored."""
+
+    def __init__(self, submission: Submission) -> None:
+        super().__init__(submission.id)
+        self.submission = submission
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +55,26 @@ def create_submission(
     answers: IncomingFile,
     checkpoints: Sequence[IncomingFile] = (),
     code: Mapping[str, Sequence[IncomingFile]] | None = None,
+    idempotency_key: str | None = None,
 ) -> Submission:
     """Store every file and create the submission with its first job (status received); not yet queued.
 
-    `code` maps a code field (v1_code, v2_code) to its files: one zip or several .py files.
+    `code` maps a code field (v1_code, v2_code) to its files: one zip or several .py files. With an
+    `idempotency_key` this user sent before (within IDEMPOTENCY_WINDOW), raises AlreadySubmitted with that
+    submission instead, also when the two requests race.
     """
     get_assignment(session, assignment_id=assignment_id)
     rubric = RubricCatalog(settings.rubrics_dir).get(assignment_id)
-    check_can_submit(session, rubric=rubric, user=user)  # before anything is read or stored
+    if idempotency_key is not None:
+        _raise_if_submitted(session, user=user, assignment_id=assignment_id, key=idempotency_key)
+    try:
+        check_can_submit(session, rubric=rubric, user=user)  # before anything is read or stored
+    except InputError:
+        if idempotency_key is not None:
+            # A concurrent request with the same key may have just taken the attempt or started the cooldown:
+            # this retry is answered with its submission, not refused because of it.
+            _raise_if_submitted(session, user=user, assignment_id=assignment_id, key=idempotency_key)
+        raise
     _check_checkpoint_fields(checkpoints)
     code_zips = _normalise_code(code or {}, {upload.field for upload in checkpoints}, settings)
     store = ArtifactStore(settings.resolved_storage_dir)
@@ -74,9 +99,7 @@ def create_submission(
         for field, data in code_zips.items():
             blob = store.stage([data], max_bytes=settings.max_checkpoint_bytes, field=field)
             staged.append((IncomingFile(field, f"{field}.zip", ()), blob))
-        submission = Submission(assignment_id=assignment_id, user_id=user.id)
-        session.add(submission)
-        session.flush()
+        submission = _new_submission(session, assignment_id=assignment_id, user=user, idempotency_key=idempotency_key)
         for upload, blob in staged:
             kept = store.keep(blob)
             _attach(session, submission, upload, kept.sha256, kept.size)
@@ -87,6 +110,64 @@ def create_submission(
             store.discard(blob)
         raise
     return submission
+
+
+def _new_submission(session: Session, *, assignment_id: str, user: User, idempotency_key: str | None) -> Submission:
+    if idempotency_key is None:
+        submission = Submission(assignment_id=assignment_id, user_id=user.id)
+        session.add(submission)
+        session.flush()
+        return submission
+    # A key older than the window is free again: the old submission gives it up.
+    session.execute(
+        update(Submission)
+        .where(
+            Submission.user_id == user.id,
+            Submission.idempotency_key == idempotency_key,
+            Submission.received_at < utcnow() - IDEMPOTENCY_WINDOW,
+        )
+        .values(idempotency_key=None)
+    )
+    submission_id = new_id()
+    # Insert-if-absent on (user_id, idempotency_key): of two concurrent requests with the same key one inserts; the
+    # other's insert waits for it and then does nothing, and that request is answered with the first's submission.
+    inserted = session.scalar(
+        _insert_if_absent(session, Submission, "user_id", "idempotency_key")
+        .values(id=submission_id, assignment_id=assignment_id, user_id=user.id, idempotency_key=idempotency_key)
+        .returning(Submission.id)
+    )
+    if inserted is None:
+        _raise_if_submitted(session, user=user, assignment_id=assignment_id, key=idempotency_key)
+        # Not reached: the row that holds the key is within the window, older ones gave it up above.
+        raise InfrastructureError("the Idempotency-Key is held by a submission that cannot be read; retry")
+    submission = session.get(Submission, inserted)
+    assert submission is not None  # inserted just now, in this transaction
+    return submission
+
+
+def _raise_if_submitted(session: Session, *, user: User, assignment_id: str, key: str) -> None:
+    earlier = session.scalar(
+        select(Submission).where(
+            Submission.user_id == user.id,
+            Submission.idempotency_key == key,
+            Submission.received_at >= utcnow() - IDEMPOTENCY_WINDOW,
+        )
+    )
+    if earlier is None:
+        return
+    if earlier.assignment_id != assignment_id:
+        raise InputError(
+            f"this Idempotency-Key was used for a submission to {earlier.assignment_id}; send a new key",
+            field="Idempotency-Key",
+        )
+    raise AlreadySubmitted(earlier)
+
+
+def _insert_if_absent(session: Session, model: type[DeclarativeBase], *conflict_columns: str) -> Insert:
+    """INSERT ... ON CONFLICT (columns) DO NOTHING, in the dialect of the session's database (PostgreSQL or SQLite):
+    a row another transaction inserted first is left as it is (with RETURNING, no row comes back)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model).on_conflict_do_nothing(index_elements=list(conflict_columns))
 
 
 def _precheck(blob: StagedBlob, field: str, *, code_uploaded: bool, settings: Settings) -> None:
@@ -139,8 +220,8 @@ def _read_all(upload: IncomingFile, max_bytes: int) -> bytes:
 
 
 def _attach(session: Session, submission: Submission, upload: IncomingFile, sha256: str, size: int) -> None:
-    if session.get(Artifact, sha256) is None:
-        session.add(Artifact(sha256=sha256, size=size))
+    # Two submissions of the same bytes at once both find no Artifact row: the second insert must not fail.
+    session.execute(_insert_if_absent(session, Artifact, "sha256").values(sha256=sha256, size=size))
     name = upload.filename.replace("\\", "/").rsplit("/", 1)[-1][:255] or upload.field
     session.add(
         SubmissionFile(

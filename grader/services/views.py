@@ -36,6 +36,7 @@ def describe_job(job: GradingJob) -> dict[str, Any]:
         "score": job.score.score if job.score else None,
         "max_score": job.score.max_score if job.score else None,
         "rubric_version": job.score.rubric_version if job.score else None,
+        "provenance": job.score.provenance if job.score else None,
     }
 
 

@@ -25,6 +25,7 @@ from grader.errors import InputError, NotFound, PermissionDenied, RubricError
 from grader.rubric.model import RubricCatalog
 from grader.services import gradebook, regrades, reviews, stats, submissions
 from grader.services.assignments import assignment_rubric, list_assignments
+from grader.services.integrity import integrity_report
 from grader.services.users import authenticate
 from grader.services.views import describe_submission
 from grader.storage import ArtifactStore
@@ -207,6 +208,15 @@ def students(
     sort = sort if sort in gradebook.SORTS else "user"
     ordered, total = gradebook.query_rows(rows, gradebook.Filters(), sort=sort, limit=len(rows) or 1)
     return _render(request, "students.html", user, rubric=rubric, rows=ordered, total=total, q=q, sort=sort)
+
+
+@router.get("/assignments/{assignment_id}/integrity", response_class=HTMLResponse)
+@page
+def integrity(request: Request, assignment_id: str, session: SessionDep, settings: SettingsDep) -> Response:
+    user = _staff(request, session)
+    rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
+    report = integrity_report(session, assignment_id=assignment_id, settings=settings, counting=rubric.policy.counts)
+    return _render(request, "integrity.html", user, rubric=rubric, report=report)
 
 
 @router.get("/assignments/{assignment_id}/gradebook.csv")

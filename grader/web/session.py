@@ -10,6 +10,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from grader import logs
 from grader.db.models import User
 from grader.services.users import authenticate
 
@@ -31,6 +32,7 @@ def current_user(request: Request, session: Session) -> User:
     user = authenticate(session, token=token) if token else None
     if user is None:
         raise SignInRequired
+    logs.bind(user_id=user.id)  # on the request's log line
     return user
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import pickle
 import struct
 import subprocess
 import sys
+import tracemalloc
 import zipfile
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,7 @@ from torch import nn
 
 from grader.errors import InputError, InvalidCheckpoint, UploadTooLarge
 from grader.evaluation.precheck import precheck_checkpoint
+from grader.evaluation.structure import read_structure
 from tests.conftest import REPO_ROOT
 from tests.evaluation.nets import AkamasterResNet, StarterResNet
 
@@ -136,7 +142,28 @@ BAD = [
         lambda d: (save_file(_grayscale(), d / "v1.safetensors"), d / "v1.safetensors")[1],
         "takes 1 channels, not 3 (RGB)",
     ),
+    # torch's weights-only loader, which the evaluation uses, reads pickle protocol 2 (torch.save's default) only.
+    (
+        "a torch.save zip in pickle protocol 4",
+        lambda d: _torch_file(d / "v1.pt", _state(), pickle_protocol=4),
+        "default pickle protocol",
+    ),
+    ("a torch.save zip missing a tensor's data", lambda d: _without_first_storage(d / "v1.pt"), "is missing"),
+    (
+        "a plain pickle.dump of a dict",
+        lambda d: _write(d / "v1.pkl", pickle.dumps({"epoch": 3}, protocol=2)),
+        "not a checkpoint torch.save wrote",
+    ),
 ]
+
+
+def _without_first_storage(path: Path) -> Path:
+    data = _torch_file(path, _state()).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(path, "w") as target:
+        for entry in source.infolist():
+            if not entry.filename.endswith("/data/0"):
+                target.writestr(entry, source.read(entry))
+    return path
 
 
 @pytest.mark.parametrize(("case", "make", "says"), BAD, ids=[b[0] for b in BAD])
@@ -184,15 +211,156 @@ def test_with_the_students_code_only_the_file_itself_is_checked(tmp_path: Path) 
     assert refused.value.field == "v2"
 
 
-def test_a_pickle_that_would_run_code_is_refused_and_nothing_runs(tmp_path: Path) -> None:
+class _Call:
+    """Pickles as a call of `func` with `args`: what a hostile file makes the unpickler do."""
+
+    def __init__(self, func: Callable[..., Any], *args: Any) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.func, self.args)
+
+
+HOSTILE_CALLS = [
+    # (case, the object pickled in place of a tensor, given the path whose creation would show code ran, the name)
+    ("open() a file", lambda marker: _Marker(marker), f"{open.__module__}.open"),
+    ("os.system", lambda marker: _Call(os.system, f"touch {marker}"), f"{os.system.__module__}.system"),
+    ("eval of source text", lambda marker: _Call(eval, f"open({str(marker)!r}, 'w')"), "builtins.eval"),
+]
+FORMS = [
+    ("raw pickle", lambda path, obj: _write(path, pickle.dumps(obj, protocol=2))),
+    ("torch zip", lambda path, obj: _torch_file(path, obj)),
+    ("legacy torch file", lambda path, obj: _torch_file(path, obj, _use_new_zipfile_serialization=False)),
+]
+
+
+@pytest.mark.parametrize(("case", "payload", "name"), HOSTILE_CALLS, ids=[h[0] for h in HOSTILE_CALLS])
+@pytest.mark.parametrize(("form", "save"), FORMS, ids=[f[0] for f in FORMS])
+def test_a_pickle_that_would_run_code_is_refused_naming_the_global_and_nothing_runs(
+    case: str, payload: Any, name: str, form: str, save: Any, tmp_path: Path
+) -> None:
     marker = tmp_path / "code-ran"
-    for form, path in [
-        ("raw pickle", _write(tmp_path / "raw.pt", pickle.dumps({"conv.weight": _Marker(marker)}, protocol=2))),
-        ("torch zip", _torch_file(tmp_path / "zip.pt", {"conv.weight": _Marker(marker)})),
-    ]:
-        with pytest.raises(InvalidCheckpoint, match="Python objects"):
+    path = save(tmp_path / "v1.pt", OrderedDict([("conv.weight", payload(marker))]))
+    with pytest.raises(InvalidCheckpoint) as refused:
+        precheck_checkpoint(path, label="v1")
+    assert "Python objects" in refused.value.message and f"it refers to {name}" in refused.value.message
+    assert not marker.exists()
+
+
+class _Storage:
+    """Stands for a storage of `numel` floats under key "0": the persistent id torch.save writes for it."""
+
+    def __init__(self, numel: int) -> None:
+        self.numel = numel
+
+
+class _Tensor:
+    """Pickles as torch.save pickles a tensor, with whatever shape, strides and storage size the test claims."""
+
+    def __init__(self, numel: int, shape: tuple[int, ...], stride: tuple[int, ...]) -> None:
+        self.storage, self.shape, self.stride = _Storage(numel), shape, stride
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (torch._utils._rebuild_tensor_v2, (self.storage, 0, self.shape, self.stride, False, OrderedDict()))
+
+
+def _pickle(obj: Any, storage_id: Callable[[_Storage], tuple[Any, ...]]) -> bytes:
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=2)
+    pickler.persistent_id = lambda o: storage_id(o) if isinstance(o, _Storage) else None  # type: ignore[method-assign]
+    pickler.dump(obj)
+    return buffer.getvalue()
+
+
+def _claiming_zip(path: Path, tensor: _Tensor, stored_bytes: int) -> Path:
+    """A torch.save zip whose one tensor is `tensor`, its storage record `stored_bytes` long."""
+    data = _pickle({"w": tensor}, lambda s: ("storage", torch.FloatStorage, "0", "cpu", s.numel))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data)
+        archive.writestr("archive/data/0", bytes(stored_bytes))
+    return path
+
+
+def _claiming_legacy(path: Path, tensor: _Tensor, stored: int) -> Path:
+    """A legacy torch file whose one tensor is `tensor`, its storage holding `stored` floats."""
+    head = b"".join(pickle.dumps(obj, protocol=2) for obj in (0x1950A86A20F9469CFC6C, 1001, {"little_endian": True}))
+    main = _pickle({"w": tensor}, lambda s: ("storage", torch.FloatStorage, "0", "cpu", s.numel, None))
+    tail = pickle.dumps(["0"], protocol=2) + struct.pack("<q", stored) + bytes(4 * stored)
+    return _write(path, head + main + tail)
+
+
+CLAIMS = [
+    # (case, a small file that claims something huge, what the refusal says)
+    (
+        "a tensor of 2^40 values on a storage of 4",
+        lambda d: _claiming_zip(d / "v1.pt", _Tensor(4, (2**20, 2**20), (2**20, 1)), 16),
+        "of a storage holding 4",
+    ),
+    (
+        "a storage of 2^40 floats stored in 16 bytes",
+        lambda d: _claiming_zip(d / "v1.pt", _Tensor(2**40, (2**20, 2**20), (2**20, 1)), 16),
+        "holds 16 bytes, not 1099511627776 torch.float32 values",
+    ),
+    (
+        "a legacy storage of 2^40 floats holding 4",
+        lambda d: _claiming_legacy(d / "v1.pth", _Tensor(2**40, (2**20, 2**20), (2**20, 1)), 4),
+        "holds 4 values where its tensors expect 1099511627776",
+    ),
+    (
+        "a memo index of 4 billion (the C unpickler would size its memo by it)",
+        lambda d: _write(d / "v1.pt", b"\x80\x02N" + b"r" + struct.pack("<I", 2**32 - 1) + b"."),
+        "not a checkpoint torch.save wrote",
+    ),
+    (
+        "a bytearray of 2^40 bytes",
+        lambda d: _write(d / "v1.pt", b"\x80\x05\x96" + struct.pack("<Q", 2**40) + b"."),
+        "BYTEARRAY8",
+    ),
+    (
+        "a string of 4 GB",
+        lambda d: _write(d / "v1.pt", b"\x80\x02X" + struct.pack("<I", 2**32 - 1) + b"abc."),
+        "truncated or corrupted",
+    ),
+    (
+        "a list of a million items",
+        lambda d: _write(d / "v1.pt", b"\x80\x02](" + b"N" * 1_000_000 + b"e."),
+        "pickle instructions",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "says"), CLAIMS, ids=[c[0] for c in CLAIMS])
+def test_a_file_claiming_huge_data_is_refused_without_allocating_it(
+    case: str, make: Any, says: str, tmp_path: Path
+) -> None:
+    path = make(tmp_path)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidCheckpoint) as refused:
             precheck_checkpoint(path, label="v1")
-        assert not marker.exists(), form
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert says in refused.value.message
+    assert peak < 64 * 1024 * 1024
+
+
+def test_tensors_read_without_torch_are_those_torch_loads(tmp_path: Path) -> None:
+    # Shapes and dtypes as the file describes them, including views into a shared storage and parameters.
+    base = torch.arange(24, dtype=torch.float32)
+    state = {
+        "a.weight": base[4:16].view(3, 4),
+        "a.bias": base[:3],
+        "b.weight": nn.Parameter(torch.zeros(2, 3, dtype=torch.float16)),
+        "steps": torch.tensor(7),
+        "mask": torch.ones(5, dtype=torch.bool),
+        "empty": torch.zeros(0, 3),
+    }
+    for zipped in (True, False):
+        path = _torch_file(tmp_path / f"s-{zipped}.pt", state, _use_new_zipfile_serialization=zipped)
+        loaded = torch.load(path, weights_only=True)
+        found = {name: (info.dtype, info.shape) for name, info in read_structure(path).items()}
+        assert found == {name: (str(t.dtype), tuple(t.shape)) for name, t in loaded.items()}
 
 
 def test_a_file_over_the_upload_limit_is_too_large(resnet20_checkpoint: Path) -> None:
@@ -206,3 +374,32 @@ def test_importing_the_precheck_does_not_import_torch() -> None:
     code = "import sys, grader.evaluation.precheck; print('torch' in sys.modules)"
     output = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert output.stdout.strip() == "False"
+
+
+def test_checking_files_imports_no_torch(resnet20_checkpoint: Path, tmp_path: Path) -> None:
+    # The API process runs the pre-check: good and bad files alike are read without importing torch.
+    paths = []
+    for index, (_, make, _says) in enumerate(BAD):
+        (tmp_path / f"bad{index}").mkdir()
+        paths.append(make(tmp_path / f"bad{index}"))
+    for index, (_, make) in enumerate(GOOD):
+        (tmp_path / f"good{index}").mkdir()
+        paths.append(make(tmp_path / f"good{index}", resnet20_checkpoint))
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from grader.errors import InvalidCheckpoint\n"
+        "from grader.evaluation.precheck import precheck_checkpoint\n"
+        "outcomes = []\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        precheck_checkpoint(Path(path), label='v1')\n"
+        "        outcomes.append('pass')\n"
+        "    except InvalidCheckpoint:\n"
+        "        outcomes.append('refused')\n"
+        "print(' '.join(outcomes), 'torch' in sys.modules)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code, *map(str, paths)], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert output.stdout.split() == ["refused"] * len(BAD) + ["pass"] * len(GOOD) + ["False"]

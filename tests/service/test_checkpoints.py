@@ -99,6 +99,17 @@ def test_grader_grade_with_checkpoints_gives_the_api_result(service: RunningServ
     assert offline["parts"] == [
         {k: v for k, v in part.items() if k not in ("reviewed", "review")} for part in staff["parts"]
     ]
+    # the score's provenance, stored with it: versions, file hashes, each evaluation's torch, device, test set
+    provenance = staff["history"][-1]["provenance"]
+    files = {f["field"]: f["sha256"] for f in staff["files"]}
+    assert provenance["rubric_version"] == staff["rubric_version"] and provenance["files"] == files
+    for label in ("v1", "v2"):
+        evaluation = provenance["checkpoints"][label]
+        assert evaluation["checkpoint_sha256"] == files[label] and evaluation["device"] == "cpu"
+        assert evaluation["torch_version"] and evaluation["evaluator_version"]
+    assert len(provenance["test_set"]["pixels_sha256"]) == 64
+    mine = service.user("erin").get(body["status_url"]).json()
+    assert mine["history"] is None  # students never see it
 
 
 def test_two_submissions_waiting_on_one_evaluation_are_both_graded(

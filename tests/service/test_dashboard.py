@@ -177,7 +177,11 @@ def test_a_student_sees_only_their_own_work_and_no_staff_page(
     assert page.query_selector("form.review") is None  # no review forms for students
     hidden = page.locator("tr[data-part='q2.discussion'] td[data-points]").inner_text()
     assert hidden.startswith("—")  # hidden until release
-    for path in (f"/dashboard/assignments/{ASSIGNMENT}", f"/dashboard/submissions/{klass['web-bob']['id']}"):
+    for path in (
+        f"/dashboard/assignments/{ASSIGNMENT}",
+        f"/dashboard/assignments/{ASSIGNMENT}/integrity",
+        f"/dashboard/submissions/{klass['web-bob']['id']}",
+    ):
         response = page.goto(f"{service.base_url}{path}")
         assert response.status in (403, 404)
     response = page.goto(f"{service.base_url}/dashboard/assignments/{ASSIGNMENT}/students")
@@ -195,6 +199,7 @@ def test_every_staff_page_fits_a_phone_and_is_reachable_by_keyboard(
         "submission": f"/dashboard/submissions/{klass['web-ann']['id']}",
         "review": f"/dashboard/assignments/{ASSIGNMENT}/review",
         "regrades": f"/dashboard/assignments/{ASSIGNMENT}/regrades",
+        "integrity": f"/dashboard/assignments/{ASSIGNMENT}/integrity",
     }
     for name, path in paths.items():
         response = page.goto(f"{service.base_url}{path}")

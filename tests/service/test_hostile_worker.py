@@ -26,6 +26,7 @@ import pytest
 import torch
 import yaml
 
+from grader.runner import RUN_QUEUES
 from grader.sandbox.bwrap import SANDBOX_PATH
 from grader.storage import ArtifactStore
 from tests.conftest import Backends
@@ -134,9 +135,10 @@ def hostile(backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Ite
         running = start_service(backends, tmp_path_factory.mktemp("hostile-logs") / "service.log", extra)
         try:
             deadline = time.monotonic() + 30
-            while len(pids := _worker_pids(running)) < 2 and time.monotonic() < deadline:
-                time.sleep(0.2)  # the Celery pool child starts a moment after the API answers
-            assert len(pids) >= 2, _descendants(running.process.pid)
+            expected = 2 * len(RUN_QUEUES)  # `grader run` starts one worker per queue, each with one pool child
+            while len(pids := _worker_pids(running)) < expected and time.monotonic() < deadline:
+                time.sleep(0.2)  # the Celery pool children start a moment after the API answers
+            assert len(pids) >= expected, _descendants(running.process.pid)
             yield HostileService(running, backends.data_dir / "storage", tmpdir, secret, pids)
         finally:
             stop_service(running)
@@ -284,12 +286,18 @@ def test_a_code_running_checkpoint_is_refused_and_code_sees_no_network_other_upl
     header = f"PORTS = {[6379, 5432, api_port]!r}\nUPLOAD = {str(upload)!r}\nSTORAGE = {str(hostile.storage)!r}\n"
     snoop = _code(tmp_path / "snoop", image_utils=header + SNOOP)
 
-    parts = _submit(hostile, "mallory", v1=(pickled, starter.code), v2=(starter.v2, snoop))
-
-    _assert_stopped(
-        parts["q1.v1_accuracy"], "rejected_invalid_file", r"checkpoint holds Python objects, not only tensors"
-    )
+    # The code-running checkpoint is refused at intake (422, nothing run, nothing stored) by the pre-check, whose
+    # reader builds only inert records for an allow-list of names; the sandboxed loader refuses it too (tests of
+    # grader.evaluation.checkpoint), but the API never lets it get that far.
+    mallory = hostile.service.user("mallory")
+    files = [("answers", ("answers.yaml", _sheet())), ("v1", (pickled.name, pickled.read_bytes()))]
+    refused = mallory.post("/api/v1/assignments/csce636-hw3/submissions", files=files)
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "v1", refused.text
+    assert "not only tensors" in refused.json()["error"]["message"]
     assert not ran.exists()
+    assert mallory.get("/api/v1/submissions").json()["total"] == 0
+
+    parts = _submit(hostile, "mallory", v2=(starter.v2, snoop))
     stopped = parts["q1.v2_accuracy"]
     _assert_stopped(stopped, "crashed", r"failed while preprocessing records with parse_record: RuntimeError: SNOOP ")
     assert re.search(r"\(ImageUtils\.py, line \d+\)", stopped["feedback"]), stopped["feedback"]
@@ -306,11 +314,12 @@ def test_a_code_running_checkpoint_is_refused_and_code_sees_no_network_other_upl
     _assert_worker_healthy_and_next_graded(hostile, starter, tmp_path)
 
 
-def test_without_code_hostile_checkpoints_are_rejected_by_the_sandboxed_loader(
+def test_without_code_hostile_checkpoints_are_refused_at_intake_and_nothing_runs(
     hostile: HostileService, starter: Starter, tmp_path: Path
 ) -> None:
-    """Reference mode: the worker's sandboxed child loads the file; a code-running pickle and a truncated file are
-    rejected with the reason, nothing of them runs, and the worker goes on."""
+    """Reference mode: a code-running pickle and a truncated file are refused when uploaded (422, the reason named,
+    nothing stored or run). The worker's sandboxed loader, which refuses them too, is tested on its own
+    (tests/sandbox/test_reference_mode.py); the worker goes on grading."""
     ran = tmp_path / "pickle-ran"
 
     class Payload:
@@ -322,19 +331,18 @@ def test_without_code_hostile_checkpoints_are_rejected_by_the_sandboxed_loader(
     truncated = tmp_path / "model-v2.pt"
     truncated.write_bytes(starter.v2.read_bytes()[:4000])
 
-    parts = _submit(hostile, "mallory", v1=(pickled, None), v2=(truncated, None))
-
-    for label, message in (("v1", "holds Python objects, not only tensors"), ("v2", "looks truncated or corrupted")):
-        part = parts[f"q1.{label}_accuracy"]
-        assert part["status"] == "invalid" and part["points"] == 0, part
-        evidence = part["evidence"]
-        assert (evidence["mode"], evidence["isolation"], evidence["evaluation_status"]) == (
-            "reference",
-            "bubblewrap",
-            "rejected",
-        ), part
-        assert message in part["feedback"] and "model.state_dict()" in part["feedback"], part["feedback"]
+    mallet = hostile.service.user("mallet")
+    for label, path, message in (
+        ("v1", pickled, "holds Python objects, not only tensors"),
+        ("v2", truncated, "truncated"),
+    ):
+        files = [("answers", ("answers.yaml", _sheet())), (label, (path.name, path.read_bytes()))]
+        refused = mallet.post("/api/v1/assignments/csce636-hw3/submissions", files=files)
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert error["field"] == label and message in error["message"], error
     assert not ran.exists()
+    assert mallet.get("/api/v1/submissions").json()["total"] == 0
     _assert_worker_healthy_and_next_graded(hostile, starter, tmp_path)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -28,7 +28,7 @@ ANSWERS_LIMIT = 16 * 1024
 CHECKPOINT_LIMIT = 1024 * 1024
 SUBMISSION_LIMIT = 1536 * 1024
 CODE_FILE_LIMIT = 16 * ANSWERS_LIMIT  # each v1_code/v2_code file may be as large as 16 answer sheets
-BODY_LIMIT = SUBMISSION_LIMIT + 64 * 1024  # BodySizeLimit leaves room for multipart boundaries and headers
+BODY_LIMIT = SUBMISSION_LIMIT + 64 * 1024  # BodyLimits leaves room for multipart boundaries and headers
 LIMITS = {
     "GRADER_MAX_ANSWERS_BYTES": str(ANSWERS_LIMIT),
     "GRADER_MAX_CHECKPOINT_BYTES": str(CHECKPOINT_LIMIT),
@@ -225,7 +225,7 @@ def test_an_ordinary_client_sending_a_whole_oversize_file_reads_the_413(capped: 
 def test_a_chunked_body_past_the_submission_limit_is_still_cut_off_when_every_file_is_under_its_own(
     capped: RunningService,
 ) -> None:
-    # v1 at its limit, then v2 until the body as a whole is one byte past BodySizeLimit's limit.
+    # v1 at its limit, then v2 until the body as a whole is one byte past BodyLimits' limit.
     start = answers_part() + part_head("v1", "a.pt") + b"\0" * CHECKPOINT_LIMIT + b"\r\n" + part_head("v2", "b.pt")
     sent = start + b"\0" * (BODY_LIMIT + 1 - len(start))
     assert BODY_LIMIT + 1 - len(start) < CHECKPOINT_LIMIT
@@ -263,6 +263,23 @@ def test_fields_of_the_wrong_kind_are_refused_by_name(
     assert total_submissions(erin) == before
 
 
+def checkpoint_of_exactly(size: int) -> bytes:
+    """A real (small, untrained) CIFAR ResNet as .safetensors, its header padded with spaces (which the format
+    allows) to exactly `size` bytes: the intake pre-check accepts it, so only the size limit is under test."""
+    import struct
+
+    from safetensors.torch import save
+
+    from tests.evaluation.nets import StarterResNet
+
+    data = save({name: tensor.contiguous() for name, tensor in StarterResNet(1, 3).state_dict().items()})
+    (header_size,) = struct.unpack("<Q", data[:8])
+    padding = size - len(data)
+    assert padding >= 0, f"the network's file ({len(data)} bytes) is already over {size}"
+    header = data[8 : 8 + header_size] + b" " * padding
+    return struct.pack("<Q", len(header)) + header + data[8 + header_size :]
+
+
 def test_after_refused_uploads_earlier_submissions_remain_and_uploads_at_the_limits_are_accepted(
     capped: RunningService, backends: Backends
 ) -> None:
@@ -282,7 +299,7 @@ def test_after_refused_uploads_earlier_submissions_remain_and_uploads_at_the_lim
         SUBMIT,
         files={
             "answers": ("answers.yaml", SHEET.read_bytes() + b"#" * (ANSWERS_LIMIT - SHEET.stat().st_size)),
-            "v1": ("model.pt", b"\2" * CHECKPOINT_LIMIT),
+            "v1": ("model.safetensors", checkpoint_of_exactly(CHECKPOINT_LIMIT)),
         },
     )
     assert at_limits.status_code == 202, at_limits.text
@@ -299,3 +316,58 @@ def test_after_refused_uploads_earlier_submissions_remain_and_uploads_at_the_lim
     for file in earlier_files + accepted["files"]:
         sha = file["sha256"]
         assert (backends.data_dir / "storage" / sha[:2] / sha[2:4] / sha).stat().st_size == file["size"]
+
+
+def stored_blobs(backends: Backends) -> set[Path]:
+    """The stored uploads: every file under the store but its temporary files (tmp/) and derived files (derived/)."""
+    root = backends.data_dir / "storage"
+    return {path for path in stored_files(backends) if path.relative_to(root).parts[0] not in ("tmp", "derived")}
+
+
+def whole_body() -> bytes:
+    return answers_part() + part_head("v1", "model.pt") + b"\3" * 16 * 1024 + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def _cut_short_by_content_length(capped: RunningService, token: str) -> Reply:
+    # The whole body goes out, but its Content-Length says 10240: the server's body ends there, in the checkpoint.
+    return send_until_answered(capped, token, whole_body(), content_length=10240)
+
+
+def _without_closing_boundary(framing: str) -> Callable[[RunningService, str], Reply]:
+    def send(capped: RunningService, token: str) -> Reply:
+        body = whole_body().removesuffix(f"--{BOUNDARY}--\r\n".encode())
+        # httpx declares the length of a bytes body and sends a generator's chunked, ending it properly.
+        content = body if framing == "content-length" else iter([body[i : i + 4096] for i in range(0, len(body), 4096)])
+        response = httpx.post(
+            capped.base_url + SUBMIT,
+            content=content,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+            timeout=60,
+        )
+        return Reply(status=response.status_code, headers=dict(response.headers), body=response.content)
+
+    return send
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        pytest.param(_cut_short_by_content_length, id="content-length-smaller-than-the-body"),
+        pytest.param(_without_closing_boundary("content-length"), id="no-closing-boundary"),
+        pytest.param(_without_closing_boundary("chunked"), id="no-closing-boundary-chunked"),
+    ],
+)
+def test_a_body_that_does_not_end_with_its_closing_boundary_is_refused_and_stores_nothing(
+    capped: RunningService, backends: Backends, send: Callable[[RunningService, str], Reply]
+) -> None:
+    erin = capped.user("erin")
+    before, blobs_before = total_submissions(erin), stored_blobs(backends)
+
+    reply = send(capped, token_of(capped, "erin"))
+
+    assert reply.status == 400, reply.body
+    assert reply.error()["code"] == "http_error"
+    assert f"ended before its closing boundary '--{BOUNDARY}--'" in reply.error()["message"]
+    assert reply.headers["connection"] == "close"
+    assert total_submissions(erin) == before
+    assert stored_blobs(backends) == blobs_before

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, BinaryIO, Literal
 
-from fastapi import APIRouter, File, Query, UploadFile, status
+from fastapi import APIRouter, File, Header, Query, UploadFile, status
 from fastapi.responses import Response
 
 from grader.api import downloads
 from grader.api.deps import CurrentUser, DispatcherDep, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionList, SubmissionPublic
 from grader.api.uploads import SubmissionUploadRoute
+from grader.db.models import GradingJob, Submission
 from grader.domain.status import Role
 from grader.errors import PermissionDenied, RubricError
 from grader.rubric.model import Rubric, RubricCatalog
@@ -35,6 +36,10 @@ def _incoming(upload: UploadFile, field: str) -> submissions.IncomingFile:
     return submissions.IncomingFile(field=field, filename=upload.filename or field, chunks=_chunks(upload.file))
 
 
+def _accepted(submission: Submission, job: GradingJob) -> SubmissionAccepted:
+    return SubmissionAccepted(id=submission.id, status=job.status, status_url=f"/api/v1/submissions/{submission.id}")
+
+
 def _rubric_or_none(settings: Settings, assignment_id: str) -> Rubric | None:
     try:
         return RubricCatalog(settings.rubrics_dir).get(assignment_id)
@@ -44,6 +49,7 @@ def _rubric_or_none(settings: Settings, assignment_id: str) -> Rubric | None:
 
 def create_submission(
     assignment_id: str,
+    response: Response,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
@@ -59,6 +65,17 @@ def create_submission(
         list[UploadFile] | None,
         File(description="Version 2 model code: one .zip, or the .py files (repeat the field)."),
     ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            pattern=r"^[!-~]+$",
+            description="Any unique string (e.g. a UUID), at most 200 visible ASCII characters: a retry with the "
+            "same key within 24 h answers with the same submission instead of making a second one.",
+        ),
+    ] = None,
 ) -> SubmissionAccepted:
     checkpoints = [_incoming(upload, field) for field, upload in (("v1", v1), ("v2", v2)) if upload is not None]
     code = {
@@ -66,19 +83,25 @@ def create_submission(
         for field, uploads in (("v1_code", v1_code), ("v2_code", v2_code))
         if uploads
     }
-    submission = submissions.create_submission(
-        session,
-        settings=settings,
-        user=user,
-        assignment_id=assignment_id,
-        answers=_incoming(answers, "answers"),
-        checkpoints=checkpoints,
-        code=code,
-    )
+    try:
+        submission = submissions.create_submission(
+            session,
+            settings=settings,
+            user=user,
+            assignment_id=assignment_id,
+            answers=_incoming(answers, "answers"),
+            checkpoints=checkpoints,
+            code=code,
+            idempotency_key=idempotency_key,
+        )
+    except submissions.AlreadySubmitted as earlier:
+        # A retry: the same answer as the first time (that submission, its status now), and nothing queued again.
+        response.headers["Idempotent-Replayed"] = "true"
+        return _accepted(earlier.submission, earlier.submission.jobs[-1])
     job = submission.jobs[0]
     jobs.queue_job(session, job=job, dispatcher=dispatcher, in_flight_limit=settings.jobs_in_flight_per_student)
     session.refresh(job)
-    return SubmissionAccepted(id=submission.id, status=job.status, status_url=f"/api/v1/submissions/{submission.id}")
+    return _accepted(submission, job)
 
 
 # The upload route reads its own multipart body, each file held to its size limit while it streams in.
@@ -151,7 +174,7 @@ def create_regrade(
     job = jobs.start_regrade(session, submission=submission)
     jobs.queue_job(session, job=job, dispatcher=dispatcher)
     session.refresh(job)
-    return SubmissionAccepted(id=submission.id, status=job.status, status_url=f"/api/v1/submissions/{submission.id}")
+    return _accepted(submission, job)
 
 
 @router.get(
