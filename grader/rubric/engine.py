@@ -27,6 +27,9 @@ def grade_part(
     rubric: Rubric,
     evaluations: Mapping[str, Mapping[str, Any]],
 ) -> PartResult:
+    import grader.checks  # noqa: F401  (registers every built-in checker; imported here, on first use, so that
+    # importing the engine stays cheap and loads no evaluation code in processes that never grade)
+
     checker = get_checker(part.checker)
     answer = MISSING if part.answer is None else lookup(sheet, part.answer)
     if part.answer is not None and _is_blank(answer):

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +69,20 @@ class Rubric:
 
 
 def load_rubric(path: Path) -> Rubric:
-    """Read and validate one rubric file."""
+    """Read and validate one rubric file.
+
+    The file is read every time, so an edited rubric counts from the next request on; it is parsed once per content
+    (every API request that shows a submission needs its rubric, and parsing the YAML took most of such a request)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RubricError(f"cannot read rubric {path}: {exc.strerror}") from exc
-    return parse_rubric(text, source=str(path))
+    return _parse_once(text, str(path))
+
+
+@lru_cache(maxsize=64)
+def _parse_once(text: str, source: str) -> Rubric:
+    return parse_rubric(text, source=source)  # a Rubric is frozen: one object may serve every caller
 
 
 def parse_rubric(text: str, *, source: str = "<rubric>") -> Rubric:

@@ -1,7 +1,8 @@
 """Checkers by name: a rubric names a checker, the registry finds the function.
 
 A checker receives a `CheckContext` and returns a `CheckOutcome`; it raises `InvalidAnswer` when the answer
-is present but unparsable. Checkers live in `grader/checks/`, which registers them on import.
+is present but unparsable. Checkers live in `grader/checks/`, which registers them on import; the rubric engine
+imports that package, so this module depends on no checker (no import circle).
 """
 
 from __future__ import annotations
@@ -61,8 +62,7 @@ def register_checker(name: str) -> Callable[[Checker], Checker]:
 
 
 def get_checker(name: str) -> Checker:
-    import grader.checks  # noqa: F401  (registers every built-in checker)
-
+    """A registered checker (the engine loads the built-in ones, grader/checks, before asking)."""
     try:
         return _CHECKERS[name]
     except KeyError:

@@ -167,3 +167,22 @@ def wait_for_final(client: httpx.Client, status_url: str, timeout: float = 240) 
             return body
         time.sleep(0.5)
     raise AssertionError(f"submission did not finish in {timeout} s; last state: {body}")
+
+
+def small_checkpoint(size: int | None = None) -> bytes:
+    """A real (small, untrained) CIFAR ResNet as .safetensors, which the intake pre-check accepts; with `size`, its
+    header padded with spaces (the format allows it) to exactly that many bytes."""
+    import struct
+
+    from safetensors.torch import save
+
+    from tests.evaluation.nets import StarterResNet
+
+    data = save({name: tensor.contiguous() for name, tensor in StarterResNet(1, 3).state_dict().items()})
+    if size is None:
+        return data
+    (header_size,) = struct.unpack("<Q", data[:8])
+    padding = size - len(data)
+    assert padding >= 0, f"the network's file ({len(data)} bytes) is already over {size}"
+    header = data[8 : 8 + header_size] + b" " * padding
+    return struct.pack("<Q", len(header)) + header + data[8 + header_size :]

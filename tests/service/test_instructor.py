@@ -12,7 +12,7 @@ import pytest
 
 from grader.rubric.model import load_rubric
 from tests.conftest import REPO_ROOT
-from tests.service.conftest import RunningService, wait_for_final
+from tests.service.conftest import RunningService, small_checkpoint, wait_for_final
 
 pytestmark = pytest.mark.service
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -226,7 +226,7 @@ def test_staff_read_a_submissions_files_and_students_only_their_own(service: Run
     sheet = (DATA / "wrong_sheet.yaml").read_bytes()
     files = [
         ("answers", ("answers.yaml", sheet)),
-        ("v2", ("model-v2.pt", b"PK\x03\x04 not a checkpoint")),
+        ("v2", ("model-v2.safetensors", small_checkpoint())),
         *[("v2_code", (path.name, path.read_bytes())) for path in sorted(code.glob("*.py"))],
     ]
     accepted = owner.post(f"{ASSIGNMENT}/submissions", files=files)
@@ -244,5 +244,5 @@ def test_staff_read_a_submissions_files_and_students_only_their_own(service: Run
     assert other.get(f"{url}/files/answers").status_code == 404  # another student's: as if it did not exist
     binary = ta.get(f"{url}/files/v2/contents")
     assert binary.status_code == 422 and "download it" in binary.json()["error"]["message"]
-    assert ta.get(f"{url}/files/v2").content == b"PK\x03\x04 not a checkpoint"
+    assert ta.get(f"{url}/files/v2").content == small_checkpoint()
     assert ta.get(f"{url}/files/v1").status_code == 404

@@ -13,7 +13,7 @@ import yaml
 
 from grader.evaluation.cifar import load_cifar10_test
 from tests.sandbox.submissions import load_module, write_submission
-from tests.service.conftest import RunningService, wait_for_final
+from tests.service.conftest import RunningService, small_checkpoint, wait_for_final
 
 pytestmark = [pytest.mark.service, pytest.mark.slow, pytest.mark.usefixtures("sandbox")]
 SHEET = Path(__file__).resolve().parent.parent / "data" / "correct_sheet.yaml"
@@ -106,7 +106,7 @@ def test_code_uploaded_as_separate_files_and_bad_code_uploads(service: RunningSe
     code = write_submission(tmp_path / "hw3")
     client = service.user("kim")
     answers = ("answers", ("answers.yaml", SHEET.read_bytes()))
-    checkpoint = ("v2", ("model-v2.ckpt", b"PK\x03\x04 not really"))
+    checkpoint = ("v2", ("model-v2.safetensors", small_checkpoint()))
 
     without_checkpoint = client.post(
         "/api/v1/assignments/csce636-hw3/submissions",
@@ -128,3 +128,44 @@ def test_code_uploaded_as_separate_files_and_bad_code_uploads(service: RunningSe
     separate = [("v2_code", (path.name, path.read_bytes())) for path in sorted(code.glob("*.py"))]
     accepted = client.post("/api/v1/assignments/csce636-hw3/submissions", files=[answers, checkpoint, *separate])
     assert accepted.status_code == 202, accepted.text
+
+
+def test_a_whole_starter_code_folder_gets_code_checks_and_a_ta_confirms_the_suggestion(
+    service: RunningService, tmp_path: Path
+) -> None:
+    """The course hand-in as one `code` upload (no checkpoint needed): the worker runs the Q1(a), (b), (d) code checks
+    in the sandbox; each part waits for a person with the suggested points, which one PUT confirms."""
+    from tests.sandbox.code_folders import write_code_folder
+
+    folder = write_code_folder(tmp_path / "hw3")
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        for path in sorted(folder.glob("*.py")):
+            archive.write(path, f"hw3/{path.name}")
+    student, ta = service.user("kai"), service.user("tess", role="ta")
+    files = [("answers", ("answers.yaml", SHEET.read_bytes())), ("code", ("hw3.zip", zipped.getvalue()))]
+    response = student.post("/api/v1/assignments/csce636-hw3/submissions", files=files)
+    assert response.status_code == 202, response.text
+    url = response.json()["status_url"]
+    assert wait_for_final(student, url, timeout=480)["status"] == "graded"
+
+    body = ta.get(url).json()
+    assert {"answers", "code"} <= {file["field"] for file in body["files"]}
+    parts = {part["id"]: part for part in body["parts"]}
+    for part_id, points in (("q1.data_reader", 10), ("q1.augmentation", 10), ("q1.model", 20)):
+        part = parts[part_id]
+        assert part["status"] == "needs_review" and part["points"] == 0, part
+        evidence = part["evidence"]
+        assert evidence["suggested_points"] == points, part["feedback"]
+        assert evidence["code_field"] == "code" and evidence["evaluation_status"] == "checked"
+        assert {check["verdict"] for check in evidence["checks"].values()} == {"correct"}
+    contents = ta.get(f"{url}/files/code/contents").json()
+    assert [entry["name"] for entry in contents["files"]] == sorted(p.name for p in folder.glob("*.py"))
+
+    queue = ta.get("/api/v1/assignments/csce636-hw3/review", params={"part": "q1.model"}).json()["items"]
+    item = next(entry for entry in queue if entry["user"] == "kai")
+    assert item["suggested_points"] == 20 and "batch_norm: correct" in item["feedback"]
+    confirmed = ta.put(f"{url}/parts/q1.model/review", json={"points": item["suggested_points"]})
+    assert confirmed.status_code == 200, confirmed.text
+    part = next(p for p in confirmed.json()["parts"] if p["id"] == "q1.model")
+    assert (part["status"], part["points"], part["reviewed"]) == ("correct", 20, True)

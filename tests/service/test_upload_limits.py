@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import Backends
-from tests.service.conftest import RunningService, start_service, stop_service
+from tests.service.conftest import RunningService, small_checkpoint, start_service, stop_service
 
 pytestmark = pytest.mark.service
 SHEET = Path(__file__).resolve().parent.parent / "data" / "correct_sheet.yaml"
@@ -248,7 +248,7 @@ def test_a_chunked_body_past_the_submission_limit_is_still_cut_off_when_every_fi
             [("answers", ("a.yaml", b"q2: {}"))],
             {"note": "hi"},
             "note",
-            "unknown form field 'note'; expected answers, v1, v2, v1_code, v2_code",
+            "unknown form field 'note'; expected answers, v1, v2, v1_code, v2_code, code",
         ),
     ],
 )
@@ -261,23 +261,6 @@ def test_fields_of_the_wrong_kind_are_refused_by_name(
     assert response.status_code == 422, response.text
     assert response.json()["error"] == {"code": "input", "message": message, "field": field}
     assert total_submissions(erin) == before
-
-
-def checkpoint_of_exactly(size: int) -> bytes:
-    """A real (small, untrained) CIFAR ResNet as .safetensors, its header padded with spaces (which the format
-    allows) to exactly `size` bytes: the intake pre-check accepts it, so only the size limit is under test."""
-    import struct
-
-    from safetensors.torch import save
-
-    from tests.evaluation.nets import StarterResNet
-
-    data = save({name: tensor.contiguous() for name, tensor in StarterResNet(1, 3).state_dict().items()})
-    (header_size,) = struct.unpack("<Q", data[:8])
-    padding = size - len(data)
-    assert padding >= 0, f"the network's file ({len(data)} bytes) is already over {size}"
-    header = data[8 : 8 + header_size] + b" " * padding
-    return struct.pack("<Q", len(header)) + header + data[8 + header_size :]
 
 
 def test_after_refused_uploads_earlier_submissions_remain_and_uploads_at_the_limits_are_accepted(
@@ -299,7 +282,7 @@ def test_after_refused_uploads_earlier_submissions_remain_and_uploads_at_the_lim
         SUBMIT,
         files={
             "answers": ("answers.yaml", SHEET.read_bytes() + b"#" * (ANSWERS_LIMIT - SHEET.stat().st_size)),
-            "v1": ("model.safetensors", checkpoint_of_exactly(CHECKPOINT_LIMIT)),
+            "v1": ("model.safetensors", small_checkpoint(CHECKPOINT_LIMIT)),
         },
     )
     assert at_limits.status_code == 202, at_limits.text
