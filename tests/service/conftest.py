@@ -171,13 +171,15 @@ def wait_for_final(client: httpx.Client, status_url: str, timeout: float = 240) 
 
 def small_checkpoint(size: int | None = None) -> bytes:
     """A real (small, untrained) CIFAR ResNet as .safetensors, which the intake pre-check accepts; with `size`, its
-    header padded with spaces (the format allows it) to exactly that many bytes."""
+    header padded with spaces (the format allows it) to exactly that many bytes. The same bytes on every call."""
     import struct
 
+    import torch
     from safetensors.torch import save
 
     from tests.evaluation.nets import StarterResNet
 
+    torch.manual_seed(0)  # the same bytes every time
     data = save({name: tensor.contiguous() for name, tensor in StarterResNet(1, 3).state_dict().items()})
     if size is None:
         return data
