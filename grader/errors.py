@@ -11,6 +11,7 @@
     │   └── TooManyRequests   a limit is reached: attempts, cooldown, request rate (429, Retry-After when known)
     ├── RubricError           a rubric file is malformed (an instructor's or developer's mistake)
     └── InfrastructureError   the grader itself cannot work (data set missing, storage broken): retried
+        └── Overloaded        too busy to take this request now: try again after `retry_after_s` (503)
 
 A student's wrong or unparsable *answer* is not an exception: it becomes a part result with feedback.
 Checkers signal an unparsable answer with `InvalidAnswer`, which the rubric engine turns into `invalid`.
@@ -75,6 +76,15 @@ class RubricError(GraderError):
 
 class InfrastructureError(GraderError):
     """The grader cannot do its work for a reason that is not the student's (retry or fix the setup)."""
+
+
+class Overloaded(InfrastructureError):
+    """The service is at its limit right now (requests in flight, database connections): nothing was done, and the
+    same request can succeed after `retry_after_s`."""
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class InvalidAnswer(Exception):

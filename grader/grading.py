@@ -37,7 +37,7 @@ def evaluate_checkpoints_locally(
     """Evaluate each checkpoint as the `gpu` worker task would, each in a sandboxed child (for `grader grade`).
 
     A checkpoint with code (`code[label]`: a folder or a zip of the student's .py files) runs in student-code
-    mode, in the sandbox; the others in reference mode.
+    mode, in the sandbox; the others in reference mode. With code, the Q1 code checks run too (as `code`).
     """
     from grader.evaluation import evaluate_checkpoint, evaluation_preprocessing
     from grader.evaluation.safety import require_safe_torch
@@ -54,7 +54,31 @@ def evaluate_checkpoints_locally(
             results[label] = evaluate_checkpoint(
                 path, label=label, preprocessing=preprocessing, cifar10_root=cifar10_root, limits=limits
             )
+    if code and rubric_path is not None:
+        results.update(_code_checks_locally(code, rubric_path, limits))
     return results
+
+
+def _code_checks_locally(
+    code: Mapping[str, Path], rubric_path: Path, limits: SandboxLimits | None
+) -> dict[str, dict[str, Any]]:
+    """The Q1 code checks on the first code given (v1's, else v2's), as the worker runs them: {"code": result}."""
+    from grader.sandbox import materialise_code
+    from grader.sandbox.archive import read_code_dir
+    from grader.sandbox.code_checks import run_code_checks
+    from grader.sandbox.code_checks_spec import EVALUATION_LABEL, read_code_checks
+    from grader.sandbox.leftovers import owned_prefix
+
+    spec = read_code_checks(rubric_path)
+    if spec is None:
+        return {}
+    label = min(code)  # v1 before v2, as the service prefers v1_code
+    path, field = code[label], f"{label}_code"
+    upload = read_code_dir(path, field=field) if path.is_dir() else path.read_bytes()
+    with tempfile.TemporaryDirectory(prefix=owned_prefix("grader-code-")) as folder:
+        materialised = materialise_code(upload, Path(folder) / "code", field=field)
+        result = run_code_checks(materialised.directory, spec, limits=limits)
+    return {EVALUATION_LABEL: {**result, "code_field": field}}
 
 
 def _evaluate_code_locally(
@@ -68,6 +92,7 @@ def _evaluate_code_locally(
 ) -> dict[str, Any]:
     from grader.sandbox import evaluate_student_code, materialise_code, read_model_interface, read_network_config
     from grader.sandbox.archive import read_code_dir
+    from grader.sandbox.leftovers import owned_prefix
 
     interface = read_model_interface(rubric_path) if rubric_path is not None else None
     if interface is None:
@@ -80,7 +105,7 @@ def _evaluate_code_locally(
     except InvalidAnswer as exc:
         return {"status": "rejected", "message": exc.message, "mode": "student_code"}
     upload = read_code_dir(code, field=f"{label}_code") if code.is_dir() else code.read_bytes()
-    with tempfile.TemporaryDirectory(prefix="grader-code-") as folder:
+    with tempfile.TemporaryDirectory(prefix=owned_prefix("grader-code-")) as folder:
         materialised = materialise_code(upload, Path(folder) / "code", field=f"{label}_code")
         return evaluate_student_code(
             materialised.directory,

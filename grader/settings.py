@@ -46,7 +46,7 @@ class Settings(BaseSettings):
 
     @property
     def max_code_file_bytes(self) -> int:
-        """Each .py file (or code zip) in v1_code/v2_code: as large as 16 answer sheets (4 MiB by default)."""
+        """Each .py file (or code zip) in v1_code/v2_code/code: as large as 16 answer sheets (4 MiB by default)."""
         return self.max_answers_bytes * 16
 
     task_time_limit_s: int = 900
@@ -55,13 +55,27 @@ class Settings(BaseSettings):
     requeue_after_s: int = 30
     """A job still `received` this long after its submission never reached the queue; workers resend it."""
     stuck_after_s: int | None = None
-    """A job or evaluation whose worker was silent this long is resent; default: task time limit + 120 s."""
+    """Work that no worker holds a lease on (queued, or waiting for a wake-up) and that nothing touched this long is
+    resent, its message presumed lost; default: task time limit + 120 s. Claimed work is resent when its lease
+    lapses instead (`lease_s`)."""
     sweep_interval_s: int = 60
     """How often each worker looks for jobs to resend."""
     rate_limit_per_minute: PositiveInt = 600
     """API requests per minute per user (each API process counts its own); over it: 429 with Retry-After."""
     rate_limit_burst: PositiveInt = 120
     """Requests a user may make at once before the per-minute rate applies."""
+    max_requests_in_flight: PositiveInt = 64
+    """Requests one API process serves at once (a body still arriving counts); the next is answered 503 with
+    Retry-After at once instead of waiting in a queue that only grows during a surge."""
+    api_threads: PositiveInt = 8
+    """Threads one API process runs its routes in. Python runs one thread at a time: more threads add no speed, and
+    with dozens of them the event loop that reads and answers every connection waited its turn behind all of them."""
+    db_pool_size: PositiveInt = 10
+    """Database connections each process keeps open."""
+    db_max_overflow: int = Field(default=30, ge=0)
+    """Connections a process may open beyond db_pool_size while busy (closed again when returned)."""
+    db_pool_timeout_s: PositiveFloat = 5
+    """How long a request waits for a free connection; after it the API answers 503 with Retry-After."""
     jobs_in_flight_per_student: PositiveInt = 1
     """Fair share: a student's further submissions are stored and wait (`received`) while this many of theirs are
     queued or running, so another student's job waits behind at most this many of theirs."""
@@ -69,6 +83,9 @@ class Settings(BaseSettings):
     """How often each worker records that it is alive (the dashboard's and `/ready`'s "workers alive")."""
     worker_dead_after_s: PositiveInt | None = None
     """A worker silent this long counts as gone; default four heartbeats."""
+    lease_s: PositiveInt | None = None
+    """A worker's claim on the job, evaluation or regrade it runs lasts this long and is renewed by each heartbeat;
+    until it lapses no other worker runs that work (default three heartbeats + 30 s, 75 s)."""
 
     sandbox_wall_s: PositiveFloat | None = None
     """Wall-clock limit of one sandboxed evaluation run (student code, or reference-mode loading); default
@@ -112,6 +129,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> Settings:
+        if self.resolved_lease_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                f"GRADER_LEASE_S ({self.resolved_lease_s}) must be longer than GRADER_HEARTBEAT_INTERVAL_S "
+                f"({self.heartbeat_interval_s}): each heartbeat renews the leases, so a shorter one lapses between them"
+            )
+        return self
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'grader.db'}"
@@ -131,6 +157,10 @@ class Settings(BaseSettings):
     @property
     def resolved_worker_dead_after_s(self) -> int:
         return self.worker_dead_after_s if self.worker_dead_after_s is not None else 4 * self.heartbeat_interval_s
+
+    @property
+    def resolved_lease_s(self) -> int:
+        return self.lease_s if self.lease_s is not None else 3 * self.heartbeat_interval_s + 30
 
     @property
     def resolved_sandbox_wall_s(self) -> float:

@@ -14,7 +14,8 @@ from celery.worker import WorkController
 from grader.db.session import session_scope
 from grader.errors import InfrastructureError
 from grader.evaluation.safety import require_safe_torch
-from grader.services import evaluations, jobs, regrades, sweeper, workers
+from grader.sandbox.leftovers import remove_leftovers
+from grader.services import evaluations, jobs, leases, orphans, regrades, sweeper, workers
 from grader.settings import get_settings
 from worker.app import celery_app
 from worker.dispatch import CeleryDispatcher
@@ -35,6 +36,7 @@ def grade_job(self: Task, job_id: str, resumed: bool = False) -> str:
                 dispatcher=CeleryDispatcher(celery_app),
                 max_attempts=settings.task_max_attempts,
                 resumed=resumed,
+                worker=self.request.hostname,
             )
         except SoftTimeLimitExceeded:
             session.rollback()
@@ -75,9 +77,15 @@ def evaluate_checkpoint(self: Task, evaluation_id: str, job_id: str) -> str:
     settings = get_settings()
     with session_scope() as session:
         try:
-            evaluations.run_evaluation(
-                session, evaluation_id=evaluation_id, settings=settings, max_attempts=settings.task_max_attempts
+            final = evaluations.run_evaluation(
+                session,
+                evaluation_id=evaluation_id,
+                settings=settings,
+                max_attempts=settings.task_max_attempts,
+                worker=self.request.hostname,
             )
+            if not final:  # another worker holds it and runs it now: that one wakes the waiting jobs
+                return "held by another worker"
         except SoftTimeLimitExceeded:
             session.rollback()
             row = evaluations.evaluation_by_id(session, evaluation_id)
@@ -97,15 +105,14 @@ def evaluate_checkpoint(self: Task, evaluation_id: str, job_id: str) -> str:
                 message = f"internal grader error ({type(exc).__name__}: {exc})"
                 evaluations.finish_evaluation_with_error(session, row=row, message=message)
     with session_scope() as session:
-        waiting = set(jobs.jobs_waiting_on(session, evaluation_id=evaluation_id)) | {job_id}
-    dispatcher = CeleryDispatcher(celery_app)
-    for waiting_job in sorted(waiting):
-        dispatcher.grade_job(waiting_job, resumed=True)
+        jobs.wake_waiting_jobs(
+            session, evaluation_id=evaluation_id, job_id=job_id, dispatcher=CeleryDispatcher(celery_app)
+        )
     return "done"
 
 
-@celery_app.task(name="grader.run_regrade")
-def run_regrade(regrade_id: str) -> str:
+@celery_app.task(name="grader.run_regrade", bind=True)
+def run_regrade(self: Task, regrade_id: str) -> str:
     """One chunk of a batch regrade; the service queues the next chunk itself."""
     from grader.db.models import Regrade
     from grader.rubric.model import RubricCatalog
@@ -124,6 +131,7 @@ def run_regrade(regrade_id: str) -> str:
                 rubric=rubric,
                 settings=settings,
                 dispatcher=CeleryDispatcher(celery_app),
+                worker=self.request.hostname,
             )
         except Exception as exc:  # the batch ends visibly, never left running
             session.rollback()
@@ -139,35 +147,56 @@ def refuse_unsafe_torch(**_: object) -> None:
 
 
 def sweep_now() -> None:
-    """Resend jobs that never reached the queue or whose worker went silent (see grader.services.sweeper)."""
+    """Resend jobs that never reached the queue or whose worker went silent (see grader.services.sweeper), and remove
+    this machine's leftovers of killed runs (grader.sandbox.leftovers)."""
+    settings = get_settings()
     try:
         with session_scope() as session:
-            sweeper.sweep(session, settings=get_settings(), dispatcher=CeleryDispatcher(celery_app))
+            sweeper.sweep(session, settings=settings, dispatcher=CeleryDispatcher(celery_app))
     except Exception:  # the sweep must never take the worker down; it runs again at the next interval
         log.exception("sweep failed")
+    try:
+        remove_leftovers(min_age_s=settings.task_time_limit_s)
+    except Exception:
+        log.exception("removing leftovers of killed runs failed")
+
+
+def remove_orphan_files_now() -> None:
+    """Remove stored files no database row refers to (see grader.services.orphans)."""
+    try:
+        with session_scope() as session:
+            orphans.remove_orphan_files(session, settings=get_settings())
+    except Exception:  # never take the worker down; it runs again at the next interval
+        log.exception("removing unreferenced stored files failed")
 
 
 class SweepStep(bootsteps.StartStopStep):
-    """Runs the sweep when the worker starts and then every `GRADER_SWEEP_INTERVAL_S` seconds."""
+    """Runs the sweep when the worker starts and then every `GRADER_SWEEP_INTERVAL_S` seconds; looks for unreferenced
+    stored files at the start and then every `orphans.SWEEP_EVERY_S` seconds."""
 
     requires = ("celery.worker.components:Timer",)
 
     def __init__(self, worker: object, **kwargs: object) -> None:
         super().__init__(worker, **kwargs)
-        self.timer_ref: object | None = None
+        self.timer_refs: list[object] = []
 
     def start(self, worker: WorkController) -> None:
         sweep_now()
-        self.timer_ref = worker.timer.call_repeatedly(get_settings().sweep_interval_s, sweep_now, priority=10)
+        remove_orphan_files_now()
+        self.timer_refs = [
+            worker.timer.call_repeatedly(get_settings().sweep_interval_s, sweep_now, priority=10),
+            worker.timer.call_repeatedly(orphans.SWEEP_EVERY_S, remove_orphan_files_now, priority=10),
+        ]
 
     def stop(self, worker: WorkController) -> None:
-        if self.timer_ref is not None:
-            self.timer_ref.cancel()  # type: ignore[attr-defined]
+        for timer_ref in self.timer_refs:
+            timer_ref.cancel()  # type: ignore[attr-defined]
 
 
 class HeartbeatStep(bootsteps.StartStopStep):
     """Records every `GRADER_HEARTBEAT_INTERVAL_S` seconds that this worker is alive and which queues it serves
-    (the dashboard's and `/ready`'s "workers alive"); a clean stop says so at once."""
+    (the dashboard's and `/ready`'s "workers alive") and renews the leases on the work it runs; a clean stop says so
+    at once."""
 
     requires = ("celery.worker.components:Timer",)
 
@@ -178,9 +207,17 @@ class HeartbeatStep(bootsteps.StartStopStep):
         self.queues: list[str] = []
 
     def beat(self) -> None:
+        settings = get_settings()
         try:
             with session_scope() as session:
                 workers.beat(session, name=self.name, host=socket.gethostname(), pid=os.getpid(), queues=self.queues)
+                # The tasks run in the pool's child process and claim work under this node name; this process renews.
+                leases.renew(
+                    session,
+                    owner=self.name,
+                    lease_s=settings.resolved_lease_s,
+                    max_hold_s=settings.task_time_limit_s,
+                )
         except Exception:  # a missed beat only makes the worker look idle for a while; never crash over it
             log.exception("heartbeat failed")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -63,14 +64,20 @@ def _part_fields(part: PartSpec) -> list[SheetField]:
 def sheet_model(rubric: Rubric) -> type[BaseModel]:
     """A pydantic model of the sheet: nested mappings per question, any value at a field (its notation is
     checked by the part's parser), no other key anywhere."""
+    return _sheet_model(rubric.assignment, tuple(sheet_fields(rubric)))
+
+
+@lru_cache(maxsize=64)
+def _sheet_model(assignment: str, fields: tuple[SheetField, ...]) -> type[BaseModel]:
+    # Built once per set of fields: building a pydantic model took more time than a submission's own checks.
     tree: dict[str, Any] = {}
-    for field in sheet_fields(rubric):
+    for field in fields:
         *parents, leaf = field.path.split(".")
         node = tree
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = field
-    return _model(f"{_camel(rubric.assignment)}Sheet", tree, title=f"Answer sheet for {rubric.assignment}")
+    return _model(f"{_camel(assignment)}Sheet", tree, title=f"Answer sheet for {assignment}")
 
 
 def _model(name: str, tree: Mapping[str, Any], *, title: str | None = None) -> type[BaseModel]:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from anyio import to_thread
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -13,7 +14,7 @@ from fastapi_offline import FastAPIOffline
 
 from grader import __version__
 from grader.api.errors import install_error_handlers
-from grader.api.limits import BodyLimits
+from grader.api.limits import BodyLimits, InFlightLimit
 from grader.api.observability import install_observability
 from grader.api.openapi import document_errors
 from grader.api.routes import assignments, extensions, integrity, regrades, staff, submissions, system, users
@@ -29,8 +30,11 @@ WEB = Path(pages.__file__).resolve().parent
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    # The routes' thread pool, per event loop (the default is 40 threads).
+    to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
     with session_scope() as session:
-        sync_assignments(session, catalog=RubricCatalog(get_settings().rubrics_dir))
+        sync_assignments(session, catalog=RubricCatalog(settings.rubrics_dir))
     yield
 
 
@@ -49,6 +53,12 @@ def create_app() -> FastAPI:
         max_body_bytes=settings.max_submission_bytes,
         body_timeout_s=settings.body_timeout_s,
         idle_timeout_s=settings.body_idle_timeout_s,
+    )
+    # Outside BodyLimits: a request over the limit is answered before any of its body is read.
+    app.add_middleware(
+        InFlightLimit,
+        limit=settings.max_requests_in_flight,
+        exempt=frozenset({f"{API_PREFIX}/health", f"{API_PREFIX}/ready", "/metrics"}),
     )
     install_observability(app)  # after the other middlewares: it must wrap them
     routers = [

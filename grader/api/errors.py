@@ -7,16 +7,23 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sqlalchemy_errors
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from grader.api.deps import Unauthenticated
-from grader.errors import InfrastructureError, InputError, RubricError, TooManyRequests
+from grader.errors import InfrastructureError, InputError, Overloaded, RubricError, TooManyRequests
 
 log = logging.getLogger(__name__)
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, dict[str, str | None]]:
     return {"error": {"code": code, "message": message, "field": field}}
+
+
+def overloaded_response(exc: Overloaded) -> JSONResponse:
+    """503 with Retry-After: nothing was done, and the same request may be sent again then."""
+    headers = {"Retry-After": str(max(exc.retry_after_s, 1))}
+    return JSONResponse(error_body("overloaded", str(exc)), status_code=503, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -52,8 +59,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InfrastructureError)
     async def _infrastructure(_: Request, exc: InfrastructureError) -> JSONResponse:
+        if isinstance(exc, Overloaded):
+            log.warning("overloaded: %s", exc)
+            return overloaded_response(exc)
         log.error("infrastructure problem: %s", exc)
         return JSONResponse(error_body("unavailable", str(exc)), status_code=503)
+
+    @app.exception_handler(sqlalchemy_errors.TimeoutError)
+    async def _no_connection(_: Request, exc: sqlalchemy_errors.TimeoutError) -> JSONResponse:
+        # Every database connection of this process stayed taken for db_pool_timeout_s: a surge, not a fault.
+        log.warning("no database connection free: %s", exc)
+        return overloaded_response(Overloaded("the service is busy (no database connection free); retry shortly"))
+
+    @app.exception_handler(sqlalchemy_errors.OperationalError)
+    async def _database_unavailable(_: Request, exc: sqlalchemy_errors.OperationalError) -> JSONResponse:
+        # The database refused or dropped the connection, or stayed locked (SQLite): the request did not happen.
+        log.error("database unavailable: %s", exc)
+        return overloaded_response(Overloaded("the database is unavailable right now; retry shortly", retry_after_s=5))
 
 
 def _snake(name: str) -> str:

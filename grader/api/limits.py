@@ -1,5 +1,5 @@
-"""Request body limits enforced while the body streams in, chunked bodies included, before anything is spooled:
-its size (413) and how long it takes to arrive (408)."""
+"""Request limits: a body's size (413) and how long it takes to arrive (408), enforced while it streams in, chunked
+bodies included, before anything is spooled; and how many requests one process serves at once (503)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import json
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from grader.api.errors import overloaded_response
+from grader.errors import Overloaded
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 """Room for multipart boundaries and part headers on top of the files themselves."""
@@ -117,3 +120,37 @@ async def send_refusal(send: Send, refusal: Refusal) -> None:
     ]
     await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class InFlightLimit:
+    """ASGI middleware: at most `limit` requests at once in this process; the next is answered 503 with Retry-After
+    at once, instead of waiting in a queue that only grows while a surge lasts (and answering long after the client
+    gave up). `exempt` paths (liveness, readiness, metrics) are always served: an overloaded process is still
+    alive, and monitoring must see the overload.
+
+    A request counts from its arrival until its answer is sent, its body's upload included (as uvicorn's own
+    `--limit-concurrency` counts); the body's time limits (BodyLimits) bound how long a slow upload holds its place.
+    A refused request's body is left unread and the connection kept: uvicorn reads the rest and discards it (for at
+    most its keep-alive timeout), whereas closing a socket with unread data resets it, and the client may lose the
+    answer.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int, exempt: frozenset[str] = frozenset()) -> None:
+        self.app = app
+        self.limit = limit
+        self.exempt = exempt
+        self.in_flight = 0  # one event loop per process: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            busy = Overloaded(f"the service is busy ({self.limit} requests in progress); retry in a second")
+            await overloaded_response(busy)(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

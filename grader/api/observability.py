@@ -32,7 +32,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grader import logs
-from grader.api.deps import SessionDep, SettingsDep, Unauthenticated
+from grader.api.deps import DatabaseRoute, SessionDep, SettingsDep, Unauthenticated
 from grader.services.metrics import WINDOW, database_metrics
 from grader.settings import Settings, get_settings
 
@@ -179,7 +179,7 @@ class RequestObservability:
 
 # ---------------------------------------------------------------- GET /metrics
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=DatabaseRoute)
 
 
 @router.get("/metrics")

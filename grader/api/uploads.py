@@ -56,6 +56,7 @@ def submission_fields(settings: Settings) -> dict[str, FileField]:
         "v2": FileField(settings.max_checkpoint_bytes),
         "v1_code": code,
         "v2_code": code,
+        "code": code,
     }
 
 

@@ -15,6 +15,7 @@ from grader.evaluation.preprocessing import (
     preprocessing_problem,
 )
 from grader.rubric.registry import CheckContext, register_checker
+from grader.sandbox.code_checks_spec import EVALUATION_LABEL
 
 STUDENT_CODE_FAILURES = frozenset(
     {"timed_out", "memory_limit", "resource_limit", "crashed", "rejected_unsafe", "rejected_invalid_file"}
@@ -64,8 +65,12 @@ def resnet_architecture(context: CheckContext) -> CheckOutcome:
         fraction = min(fraction, fractions["same_checkpoint"])
     feedback = _architecture_feedback(label, expected, found, wrong) + _duplicate_note(label, duplicates)
     evidence = _evidence(result) | {"expected": dict(expected), "mismatches": wrong, "same_checkpoint_as": duplicates}
-    # about the student's own checkpoint only: nothing of a reference to withhold
-    return CheckOutcome(_status(fraction, perfect=not wrong), fraction, feedback, evidence, feedback)
+    public = feedback  # about the student's own checkpoint only: nothing of a reference to withhold
+    code = _network_code_check(context, expected)
+    if code is not None:  # for staff (it quotes reference parameter counts); the points come from the weights alone
+        feedback += f" Your code's ResNet ({code['verdict']}): {code['summary']}"
+        evidence["code_check"] = code
+    return CheckOutcome(_status(fraction, perfect=not wrong), fraction, feedback, evidence, public)
 
 
 @register_checker("cifar10_accuracy")
@@ -129,6 +134,16 @@ def _evaluation(context: CheckContext) -> tuple[str, Mapping[str, Any] | CheckOu
         message = f"The grader could not evaluate the {label} checkpoint ({reason}); the part is scored once it can be."
         return label, CheckOutcome(PartStatus.ERROR, 0.0, message, _evidence(result), message)
     return label, result
+
+
+def _network_code_check(context: CheckContext, expected: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The code checks' verdict on the student's NetWork.ResNet for this version (grader/sandbox/code_checks.py)."""
+    result = context.evaluations.get(EVALUATION_LABEL)
+    checks = result.get("checks") if isinstance(result, Mapping) and result.get("status") == "checked" else None
+    check = checks.get(f"network_v{expected.get('version')}") if isinstance(checks, Mapping) else None
+    if not isinstance(check, Mapping) or "verdict" not in check:
+        return None
+    return {key: check[key] for key in ("verdict", "summary", "evidence") if key in check}
 
 
 def _expected(context: CheckContext) -> Mapping[str, Any]:

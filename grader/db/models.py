@@ -42,6 +42,19 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
 
 
+class Leased:
+    """A claim on work a worker is running now (grader.services.leases): which worker, since when, until when.
+
+    The worker renews the lease with each heartbeat and clears it when its task step ends; no other worker runs the
+    work while the lease is live, and the sweeper resends claimed work only once its lease has lapsed."""
+
+    lease_owner: Mapped[str | None] = mapped_column(String(255), default=None)
+    """The holder's Celery node name (e.g. `cpu.1234@host`: unique per worker process); None: nobody holds it."""
+    lease_claimed_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When the holder claimed it: renewals stop once a task's time limit has passed since (a hung run lapses)."""
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class User(Base):
     __tablename__ = "users"
 
@@ -127,7 +140,7 @@ class SubmissionFile(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), index=True)
     field: Mapped[str] = mapped_column(String(32))
-    """The multipart field: answers, v1, v2, v1_code, v2_code (code stored as one normalised zip)."""
+    """The multipart field: answers, v1, v2, v1_code, v2_code, code (code stored as one normalised zip)."""
     artifact_sha256: Mapped[str] = mapped_column(ForeignKey("artifacts.sha256"))
     original_name: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
@@ -135,7 +148,7 @@ class SubmissionFile(Base):
     submission: Mapped[Submission] = relationship(back_populates="files")
 
 
-class GradingJob(Base):
+class GradingJob(Leased, Base):
     """One grading run of a submission (the first, or a regrade), with every phase's timestamp."""
 
     __tablename__ = "grading_jobs"
@@ -198,7 +211,7 @@ class Score(Base):
     job: Mapped[GradingJob] = relationship(back_populates="score")
 
 
-class CheckpointEvaluation(Base):
+class CheckpointEvaluation(Leased, Base):
     """A checkpoint's evaluation on the test set, cached by (checkpoint, preprocessing, evaluator version)."""
 
     __tablename__ = "checkpoint_evaluations"
@@ -260,7 +273,7 @@ class PartReview(Base):
     reviewer: Mapped[User] = relationship()
 
 
-class Regrade(Base):
+class Regrade(Leased, Base):
     """A batch regrade of an assignment after a rubric change: a dry run (a diff, nothing written) or applied
     (a new grading job per submission; every earlier result stays)."""
 

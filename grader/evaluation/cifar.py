@@ -74,14 +74,19 @@ def test_batch_path(root: str | Path) -> Path:
     )
 
 
-def read_test_batch(path: Path) -> Cifar10TestSet:
-    """Parse and verify one python-batch file on the CPU."""
+def read_python_batch(path: Path, what: str = "batch") -> tuple[np.ndarray, list[int]]:
+    """One python-batch file (test_batch, data_batch_N) as (uint8 rows [N, 3072], labels), unverified."""
     try:
         with path.open("rb") as handle:
             batch = _BatchUnpickler(handle).load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
-        raise InfrastructureError(f"cannot read the CIFAR-10 test batch {path}: {exc}") from exc
-    images, labels = _images_and_labels(batch, path)
+        raise InfrastructureError(f"cannot read the CIFAR-10 {what} {path}: {exc}") from exc
+    return _images_and_labels(batch, path)
+
+
+def read_test_batch(path: Path) -> Cifar10TestSet:
+    """Parse and verify one python-batch file on the CPU."""
+    images, labels = read_python_batch(path, "test batch")
     pixels_sha256 = hashlib.sha256(images.tobytes()).hexdigest()
     _verify(path, pixels_sha256, labels)
     return Cifar10TestSet(

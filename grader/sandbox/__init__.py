@@ -13,6 +13,8 @@ Public surface:
   the Q1 result in student-code mode (imports torch on first use, like grader.evaluation).
 - `student_code_sha256(code_dir)`, `student_code_cache_key(...)`: what results are cached by.
 - `architecture_from_trace(trace) -> dict`: architecture facts from a run's trace, as grader/checks/q1.py reads them.
+- `grader.sandbox.code_checks.run_code_checks(code_dir, spec, ...)`: the Q1(a)–(d) code checks of a whole code folder
+  (imports torch; `code_checks_spec.read_code_checks(rubric)` reads the rubric's `code_checks:` section).
 
 Nothing here imports torch, FastAPI, SQLAlchemy or Celery at import time.
 """

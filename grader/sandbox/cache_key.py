@@ -14,6 +14,9 @@ from grader.sandbox.interface import ModelInterface
 
 SANDBOX_VERSION = "sandbox-2"
 """Bump when the harness or the reading of its output changes in a way that could alter a result."""
+CODE_CHECKS_VERSION = "code-checks-1"
+"""Bump when the code checks' harness (code_checks_harness.py), their inputs or their judging change in a way that
+could alter a verdict: cached code-check results under the old version are then recomputed."""
 
 
 def student_code_sha256(code_dir: Path) -> str:
@@ -34,6 +37,19 @@ def student_code_cache_key(
         "label": label,
         "arguments": dict(arguments),
         "interface": interface.to_json(),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def code_checks_cache_key(*, code_sha256: str, spec: Mapping[str, Any]) -> str:
+    """sha256 over canonical JSON of (versions, the code's hash, the rubric's `code_checks:` section with defaults)."""
+    payload = {
+        "code_checks_version": CODE_CHECKS_VERSION,
+        "sandbox_version": SANDBOX_VERSION,
+        "mode": "code_checks",
+        "code_sha256": code_sha256.lower(),
+        "spec": dict(spec),
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()

@@ -92,7 +92,8 @@ def create(*, pids_max: int, memory_max: int) -> Cgroup | None:
     """A new cgroup below this process's own with the limits set; None when cgroups cannot be used here."""
     if os.geteuid() != 0:
         return None
-    name = f"grader-sandbox-{uuid.uuid4().hex[:12]}"
+    # The pid in the name tells a leftover of a killed run from a live one (grader.sandbox.leftovers).
+    name = f"grader-sandbox-{os.getpid()}-{uuid.uuid4().hex[:12]}"
     group: Cgroup | None = None
     try:
         group = _create_v2(name) if (CGROUP_ROOT / "cgroup.controllers").is_file() else _create_v1(name)
@@ -104,6 +105,33 @@ def create(*, pids_max: int, memory_max: int) -> Cgroup | None:
         if group is not None:
             group.remove()
         return None
+
+
+def sandbox_parents() -> list[Path]:
+    """Where `create` makes the runs' cgroups: below this process's own cgroup, in each hierarchy it uses."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        if (CGROUP_ROOT / "cgroup.controllers").is_file():
+            own = _own_path("")
+            return [] if own is None else [CGROUP_ROOT / own.lstrip("/")]
+        parents = []
+        for controller in V1_CONTROLLERS:
+            own = _own_path(controller)
+            base = CGROUP_ROOT / controller
+            if own is not None and (base / "cgroup.procs").exists():
+                parents.append(base / own.lstrip("/"))
+        return list(dict.fromkeys(parents))
+    except OSError:
+        return []
+
+
+def has_processes(folder: Path) -> bool:
+    """Whether a cgroup holds a process (True when that cannot be read: then it is not ours to remove)."""
+    try:
+        return bool((folder / "cgroup.procs").read_text().split())
+    except OSError:
+        return True
 
 
 def _create_v2(name: str) -> Cgroup | None:

@@ -39,6 +39,7 @@ from typing import Any
 from grader.errors import InfrastructureError
 from grader.sandbox import bwrap, cgroups
 from grader.sandbox.bwrap import Bind
+from grader.sandbox.leftovers import owned_prefix
 from grader.sandbox.limits import SandboxLimits, SandboxStatus
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,9 @@ def path_inside(bind: Bind, isolation: str | None = None) -> str:
 
 @contextlib.contextmanager
 def run_folder(prefix: str = "grader-sandbox-") -> Iterator[Path]:
-    """A fresh folder the sandbox user can traverse (0711: no listing) but not write; removed afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    """A fresh folder the sandbox user can traverse (0711: no listing) but not write; removed afterwards (its name
+    carries this process's pid, so that a killed run's folder is found and removed later: grader.sandbox.leftovers)."""
+    folder = Path(tempfile.mkdtemp(prefix=owned_prefix(prefix)))
     try:
         os.chmod(folder, 0o711)
         yield folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import tempfile
 from collections.abc import Mapping
@@ -17,9 +18,12 @@ from sqlalchemy.orm import Session
 from grader.db.models import CheckpointEvaluation, Submission, as_utc, utcnow
 from grader.domain.status import EvaluationStatus
 from grader.errors import InfrastructureError, InvalidAnswer
+from grader.services import leases
 from grader.services.submissions import CHECKPOINT_FIELDS
 from grader.settings import Settings
 from grader.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,7 +58,8 @@ def plan_evaluations(
     since: datetime,
     settings: Settings,
 ) -> EvaluationPlan:
-    """For each uploaded checkpoint, the cached evaluation or a new pending one.
+    """For each uploaded checkpoint, the cached evaluation or a new pending one; and the code checks of the
+    student's code (`code` in the plan) when code was uploaded.
 
     With the student's code uploaded next to a checkpoint, it is evaluated in student-code mode (sandboxed);
     otherwise in reference mode. An `error` row older than `since` (the job's start) is retried: an
@@ -69,17 +74,47 @@ def plan_evaluations(
             # The sheet does not say how to run it: a result for the checkers, nothing to evaluate.
             plan.results[label] = {"status": "rejected", "message": exc.message}
             continue
-        row = _find_or_create(session, request)
-        status = EvaluationStatus(row.status)
-        if status is EvaluationStatus.ERROR and (row.finished_at is None or as_utc(row.finished_at) < as_utc(since)):
-            row.status, row.attempts, row.detail = str(EvaluationStatus.PENDING), 0, ""
-            status = EvaluationStatus.PENDING
-        if status.is_final:
-            plan.results[label] = row.result or {"status": "error", "message": row.detail}
-        else:
-            plan.pending[label] = row
+        _settle(plan, label, _find_or_create(session, request), since)
+    _plan_code_checks(session, plan, files, submission.assignment_id, settings, since)
     session.flush()
     return plan
+
+
+def _plan_code_checks(
+    session: Session,
+    plan: EvaluationPlan,
+    files: Mapping[str, str],
+    assignment_id: str,
+    settings: Settings,
+    since: datetime,
+) -> None:
+    """The Q1 code checks (grader/sandbox/code_checks.py) of the submission's code, when the rubric declares them:
+    one sandboxed run per code upload, cached by the code's hash and the rubric's `code_checks:` section, whether or
+    not a checkpoint came with it. Their result joins the plan as `code`."""
+    from grader.sandbox.cache_key import code_checks_cache_key
+    from grader.sandbox.code_checks_spec import CODE_FIELDS, EVALUATION_LABEL, read_code_checks
+
+    field = next((name for name in CODE_FIELDS if name in files), None)
+    if field is None:
+        return
+    spec = read_code_checks(settings.rubrics_dir / f"{assignment_id}.yaml")
+    if spec is None:
+        return
+    key = code_checks_cache_key(code_sha256=files[field], spec=spec.to_json())
+    request = EvaluationRequest(field, files[field], key, {}, "code_checks", files[field], {"spec": spec.to_json()})
+    _settle(plan, EVALUATION_LABEL, _find_or_create(session, request), since)
+
+
+def _settle(plan: EvaluationPlan, label: str, row: CheckpointEvaluation, since: datetime) -> None:
+    """A final row's result joins the plan; any other row is pending. An `error` older than `since` is retried."""
+    status = EvaluationStatus(row.status)
+    if status is EvaluationStatus.ERROR and (row.finished_at is None or as_utc(row.finished_at) < as_utc(since)):
+        row.status, row.attempts, row.detail = str(EvaluationStatus.PENDING), 0, ""
+        status = EvaluationStatus.PENDING
+    if status.is_final:
+        plan.results[label] = row.result or {"status": "error", "message": row.detail}
+    else:
+        plan.pending[label] = row
 
 
 def _request(
@@ -133,14 +168,24 @@ def _find_or_create(session: Session, request: EvaluationRequest) -> CheckpointE
     return row
 
 
-def run_evaluation(session: Session, *, evaluation_id: str, settings: Settings, max_attempts: int) -> bool:
-    """Evaluate one checkpoint unless already done; True when the row is final afterwards."""
+def run_evaluation(
+    session: Session, *, evaluation_id: str, settings: Settings, max_attempts: int, worker: str | None = None
+) -> bool:
+    """Evaluate one checkpoint unless already done; True when the row is final afterwards.
+
+    `worker`: the lease owner (the Celery node name). While another worker holds the evaluation under a live lease,
+    this does nothing and returns False: that worker stores the result and wakes the waiting jobs."""
     from grader.evaluation import evaluate_checkpoint
     from grader.sandbox import SandboxLimits
 
     row = session.get(CheckpointEvaluation, evaluation_id)
     if row is None or EvaluationStatus(row.status).is_final:
         return True
+    owner = worker or leases.default_owner()
+    if not leases.claim(session, CheckpointEvaluation, row.id, owner=owner, lease_s=settings.resolved_lease_s):
+        log.info("evaluation %s is held by %s; this delivery does nothing", row.id, row.lease_owner)
+        session.rollback()
+        return EvaluationStatus(row.status).is_final
     row.attempts += 1
     if row.attempts > max_attempts:
         return finish_evaluation_with_error(session, row=row, message=f"gave up after {max_attempts} attempts")
@@ -150,6 +195,8 @@ def run_evaluation(session: Session, *, evaluation_id: str, settings: Settings, 
     path = store.path_for(row.artifact_sha256)
     if row.mode == "student_code":
         result = _evaluate_student_code(row, store, path, settings)
+    elif row.mode == "code_checks":
+        result = _run_code_checks(row, store, settings)
     else:
         result = evaluate_checkpoint(
             path,
@@ -158,9 +205,16 @@ def run_evaluation(session: Session, *, evaluation_id: str, settings: Settings, 
             cifar10_root=settings.cifar10_root,
             limits=SandboxLimits.from_settings(settings),
         )
+    if not leases.still_held(session, CheckpointEvaluation, row.id, owner=owner):
+        # Our lease lapsed (the database was out of reach for longer than a lease) and another worker took it over.
+        session.rollback()
+        log.warning("evaluation %s: lost its lease while running; the holder's result counts", row.id)
+        return EvaluationStatus(row.status).is_final
     row.result = result
-    row.status = str(EvaluationStatus.EVALUATED if result.get("status") == "evaluated" else EvaluationStatus.REJECTED)
+    done = result.get("status") in ("evaluated", "checked")  # checked: the code checks ran (whatever they found)
+    row.status = str(EvaluationStatus.EVALUATED if done else EvaluationStatus.REJECTED)
     row.finished_at = utcnow()
+    leases.release(row)
     session.commit()
     return True
 
@@ -175,7 +229,9 @@ def _evaluate_student_code(
         raise InfrastructureError(f"evaluation {row.id} is in student-code mode but has no code or config")
     if settings.cifar10_root is None:
         raise InfrastructureError("GRADER_CIFAR10_ROOT is not set: the folder holding cifar-10-batches-py/")
-    with tempfile.TemporaryDirectory(prefix="grader-code-") as folder:
+    from grader.sandbox.leftovers import owned_prefix
+
+    with tempfile.TemporaryDirectory(prefix=owned_prefix("grader-code-")) as folder:
         code = materialise_code(store.read_bytes(row.code_sha256), Path(folder) / "code", field=f"{row.label}_code")
         return evaluate_student_code(
             code.directory,
@@ -188,11 +244,28 @@ def _evaluate_student_code(
         )
 
 
+def _run_code_checks(row: CheckpointEvaluation, store: ArtifactStore, settings: Settings) -> dict[str, Any]:
+    from grader.sandbox import SandboxLimits, materialise_code
+    from grader.sandbox.code_checks import run_code_checks
+    from grader.sandbox.code_checks_spec import parse_code_checks
+    from grader.sandbox.leftovers import owned_prefix
+
+    if row.code_sha256 is None or row.config is None:
+        raise InfrastructureError(f"evaluation {row.id} runs code checks but has no code or spec")
+    with tempfile.TemporaryDirectory(prefix=owned_prefix("grader-code-")) as folder:
+        code = materialise_code(store.read_bytes(row.code_sha256), Path(folder) / "code", field=row.label)
+        result = run_code_checks(
+            code.directory, parse_code_checks(row.config["spec"]), limits=SandboxLimits.from_settings(settings)
+        )
+    return {**result, "code_field": row.label}
+
+
 def finish_evaluation_with_error(session: Session, *, row: CheckpointEvaluation, message: str) -> bool:
     row.status = str(EvaluationStatus.ERROR)
     row.detail = message
     row.result = {"status": "error", "message": message}
     row.finished_at = utcnow()
+    leases.release(row)
     session.commit()
     return True
 
@@ -205,4 +278,5 @@ def note_problem(session: Session, *, evaluation_id: str, detail: str) -> None:
     row = session.get(CheckpointEvaluation, evaluation_id)
     if row is not None and not EvaluationStatus(row.status).is_final:
         row.detail = f"retrying after a grader problem: {detail}"
+        leases.release(row)  # the retry may be delivered to another worker
         session.commit()

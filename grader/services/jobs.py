@@ -17,12 +17,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from grader import __version__
-from grader.db.models import GradingJob, JobEvaluation, PartResultRow, Score, Submission, utcnow
+from grader.db.models import CheckpointEvaluation, GradingJob, JobEvaluation, PartResultRow, Score, Submission, utcnow
 from grader.domain.results import GradeReport
-from grader.domain.status import JobStatus
+from grader.domain.status import EvaluationStatus, JobStatus
 from grader.grading import load_sheet_from_store
 from grader.rubric.engine import grade_sheet
 from grader.rubric.model import Rubric, RubricCatalog
+from grader.services import leases
 from grader.services.dispatch import Dispatcher
 from grader.services.evaluations import EvaluationPlan, plan_evaluations
 from grader.settings import Settings
@@ -57,6 +58,7 @@ def queue_job(session: Session, *, job: GradingJob, dispatcher: Dispatcher, in_f
         job.detail = FAIR_SHARE_WAIT
         session.commit()
         return False
+    session.commit()  # no connection is held while the broker takes the message
     try:
         dispatcher.grade_job(job.id)
     except Exception as exc:  # any broker failure: the submission is stored, so say so instead of failing
@@ -115,10 +117,12 @@ def run_job(
     dispatcher: Dispatcher,
     max_attempts: int,
     resumed: bool = False,
+    worker: str | None = None,
 ) -> JobStatus:
     """Advance one job as far as it can go now; safe to call again with the same id (idempotent).
 
-    `resumed` is set when a finished checkpoint evaluation wakes the job: that is not a new attempt.
+    `resumed` is set when a finished checkpoint evaluation wakes the job: that is not a new attempt. `worker`: the
+    lease owner (the Celery node name); while another worker holds the job under a live lease this does nothing.
     """
     job = session.get(GradingJob, job_id)
     if job is None:
@@ -128,6 +132,11 @@ def run_job(
     status = JobStatus(job.status)
     if status.is_final:
         return status
+    owner = worker or leases.default_owner()
+    if not leases.claim(session, GradingJob, job.id, owner=owner, lease_s=settings.resolved_lease_s):
+        log.info("job %s is held by %s; this delivery does nothing", job.id, job.lease_owner)
+        session.rollback()
+        return JobStatus(job.status)
     if not resumed:
         job.attempts += 1
     if job.attempts > max_attempts:
@@ -142,6 +151,11 @@ def run_job(
         _wait_for(session, job=job, plan=plan, dispatcher=dispatcher)
         return JobStatus.RUNNING
     report = grade_sheet(sheet, rubric, plan.results)
+    if not leases.still_held(session, GradingJob, job.id, owner=owner):
+        # Our lease lapsed (the database was out of reach for longer than a lease) and another worker took the job.
+        session.rollback()
+        log.warning("job %s: lost its lease while grading; the result of the worker that holds it counts", job.id)
+        return JobStatus(job.status)
     store_report(session, job=job, report=report, rubric=rubric, evaluations=plan.results)
     return JobStatus.GRADED
 
@@ -156,6 +170,7 @@ def _mark_running(job: GradingJob) -> None:
 
 
 def _wait_for(session: Session, *, job: GradingJob, plan: EvaluationPlan, dispatcher: Dispatcher) -> None:
+    """Record what the job waits for and let go of it: the evaluation that finishes last wakes it."""
     job.detail = "waiting for checkpoint evaluation: " + ", ".join(
         f"{label} ({evaluation.status})" for label, evaluation in plan.pending.items()
     )
@@ -166,9 +181,16 @@ def _wait_for(session: Session, *, job: GradingJob, plan: EvaluationPlan, dispat
     for evaluation in to_send:
         evaluation.status = "queued"
         evaluation.queued_at = utcnow()
+    leases.release(job)
     session.commit()
     for evaluation in to_send:
         dispatcher.evaluate_checkpoint(evaluation.id, job.id)
+    # An evaluation that finished while this worker held the job sent its wake-up to a held job, which did nothing;
+    # from the commit above on, a finishing evaluation sees the job waiting and unheld. So look once more.
+    ids = [evaluation.id for evaluation in plan.pending.values()]
+    statuses = session.scalars(select(CheckpointEvaluation.status).where(CheckpointEvaluation.id.in_(ids)))
+    if all(EvaluationStatus(status).is_final for status in statuses):
+        dispatcher.grade_job(job.id, resumed=True)
 
 
 def jobs_waiting_on(session: Session, *, evaluation_id: str) -> list[str]:
@@ -179,6 +201,38 @@ def jobs_waiting_on(session: Session, *, evaluation_id: str) -> list[str]:
         .where(JobEvaluation.evaluation_id == evaluation_id, GradingJob.status == str(JobStatus.RUNNING))
     )
     return list(session.scalars(query))
+
+
+EVALUATIONS_DONE = "checkpoint evaluation finished; grading continues as soon as a grading worker takes it"
+
+
+def wake_waiting_jobs(session: Session, *, evaluation_id: str, job_id: str, dispatcher: Dispatcher) -> list[str]:
+    """After an evaluation is final: wake every job waiting on it (and `job_id`, the one that asked for it).
+
+    A job none of whose evaluations is unfinished any longer says so at once, rather than still "waiting for
+    checkpoint evaluation" until a grading worker takes it (none may be running). That note leaves `updated_at` as it
+    was: the sweeper reads `updated_at` as the job's own progress, and resumes a job that nothing touched since its
+    evaluations finished (a wake-up lost with a killed worker)."""
+    waiting = sorted(set(jobs_waiting_on(session, evaluation_id=evaluation_id)) | {job_id})
+    unfinished = [str(status) for status in EvaluationStatus if not status.is_final]
+    still_waiting = select(JobEvaluation.job_id).join(
+        CheckpointEvaluation, CheckpointEvaluation.id == JobEvaluation.evaluation_id
+    )
+    session.execute(
+        update(GradingJob)
+        .where(
+            GradingJob.id.in_(waiting),
+            GradingJob.status == str(JobStatus.RUNNING),
+            GradingJob.lease_owner.is_(None),  # a job a worker holds says what that worker does
+            GradingJob.id.not_in(still_waiting.where(CheckpointEvaluation.status.in_(unfinished))),
+        )
+        .values(detail=EVALUATIONS_DONE, updated_at=GradingJob.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    for waiting_job in waiting:
+        dispatcher.grade_job(waiting_job, resumed=True)
+    return waiting
 
 
 PROVENANCE_KEYS = (
@@ -230,6 +284,7 @@ def store_report(
     job.status = str(JobStatus.GRADED)
     job.finished_at = utcnow()
     job.detail = ""
+    leases.release(job)
     if commit:
         session.commit()
 
@@ -266,6 +321,7 @@ def fail_job(session: Session, *, job: GradingJob, detail: str) -> JobStatus:
     job.status = str(JobStatus.FAILED)
     job.finished_at = utcnow()
     job.detail = detail
+    leases.release(job)
     session.commit()
     return JobStatus.FAILED
 
@@ -284,10 +340,12 @@ def fail_job_by_id(session: Session, *, job_id: str, detail: str) -> None:
 
 
 def note_problem(session: Session, *, job_id: str, detail: str) -> None:
-    """Show a transient problem on the job (it will be retried) so that it never looks silently stuck."""
+    """Show a transient problem on the job (it will be retried) so that it never looks silently stuck, and let go of
+    it: the retry may be delivered to another worker."""
     job = session.get(GradingJob, job_id)
     if job is not None and not JobStatus(job.status).is_final:
         job.detail = f"retrying after a grader problem: {detail}"
+        leases.release(job)
         session.commit()
 
 

@@ -28,6 +28,7 @@ from grader.errors import InputError, NotFound
 from grader.grading import load_sheet_from_store
 from grader.rubric.engine import grade_part
 from grader.rubric.model import Rubric
+from grader.services import leases
 from grader.services.dispatch import Dispatcher
 from grader.services.evaluations import plan_evaluations
 from grader.services.jobs import queue_job, start_regrade, store_report
@@ -122,15 +123,22 @@ def run_regrade(
     settings: Settings,
     dispatcher: Dispatcher | None,
     chunk: int = CHUNK,
+    worker: str | None = None,
 ) -> str:
     """Regrade the next `chunk` pending items; queue the next chunk (when a dispatcher is given) or return
-    "running" for the caller to call again. Idempotent: done items are never redone."""
+    "running" for the caller to call again. Idempotent: done items are never redone. `worker`: the lease owner;
+    while another worker holds the regrade under a live lease (its chunk runs now) this does nothing."""
     regrade = session.get(Regrade, regrade_id)
     if regrade is None or regrade.status in FINAL:
         return regrade.status if regrade is not None else "failed"
+    owner = worker or leases.default_owner()
+    if not leases.claim(session, Regrade, regrade.id, owner=owner, lease_s=settings.resolved_lease_s):
+        log.info("regrade %s is held by %s; this delivery does nothing", regrade.id, regrade.lease_owner)
+        session.rollback()
+        return regrade.status
     if regrade.status == "queued":
         regrade.status, regrade.started_at = "running", utcnow()
-        session.commit()
+    session.commit()  # the claim stands on its own: an item's failure below rolls back only that item
     store = ArtifactStore(settings.resolved_storage_dir)
     items = _pending(session, regrade.id, chunk)
     for item in items:
@@ -151,6 +159,9 @@ def run_regrade(
             regrade.done += 1
         session.commit()
     if _pending(session, regrade.id, 1):
+        # Let go before the next chunk is queued: whichever worker takes it must be able to claim the regrade.
+        leases.release(regrade)
+        session.commit()
         if dispatcher is not None:
             dispatcher.run_regrade(regrade.id)
         return "running"
@@ -185,6 +196,7 @@ def _pending(session: Session, regrade_id: str, limit: int) -> list[RegradeItem]
 
 def _finish(regrade: Regrade, status: str) -> None:
     regrade.status, regrade.finished_at = status, utcnow()
+    leases.release(regrade)
 
 
 def _regrade_item(
@@ -203,8 +215,6 @@ def _regrade_item(
         return
     old = {row.part_id: _part(row) for row in job.results}
     reviews = {part_id: review.points for part_id, review in current_reviews(submission).items()}
-    item.old_score = _score(old.values(), reviews)
-    item.old_rubric_version = job.score.rubric_version if job.score else None
     selected = set(regrade.scope.get("parts") or [part.id for part in rubric.parts])
     sheet = load_sheet_from_store(submission, store)
     evaluations: dict[str, Mapping[str, Any]] | None = None
@@ -221,6 +231,10 @@ def _regrade_item(
         for spec in rubric.parts
     ]
     report = GradeReport(assignment=rubric.assignment, rubric_version=rubric.version, parts=parts)
+    # The item is changed only now that the grading is done: a change made before it would be flushed by the next
+    # query, and on SQLite hold the database's write lock, and every submission waiting on it, while the parts run.
+    item.old_score = _score(old.values(), reviews)
+    item.old_rubric_version = job.score.rubric_version if job.score else None
     item.new_score = _score(report.parts, reviews)
     new = {part.id: part.points for part in report.parts}
     item.changes = {

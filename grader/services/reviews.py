@@ -8,7 +8,7 @@ over, and when a regrade changes that result the part is flagged (`stale`) for a
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -132,6 +132,13 @@ def _status(points: float, max_points: float) -> str:
     return str(PartStatus.INCORRECT) if points <= 0 else str(PartStatus.PARTIAL)
 
 
+def suggested_points(part: Mapping[str, Any]) -> float | None:
+    """The points a checker suggests for a part left to a person (evidence `suggested_points`), if any."""
+    evidence = part.get("evidence")
+    value = evidence.get("suggested_points") if isinstance(evidence, Mapping) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def review_queue(
     submissions: Sequence[Submission], *, rubric: Rubric, store: ArtifactStore, part: str | None = None
 ) -> list[dict[str, Any]]:
@@ -172,6 +179,9 @@ def review_queue(
                     "stale": bool((item["review"] or {}).get("stale")),
                     "answer": None if answer is MISSING else answer,
                     "files": [{"field": f.field, "name": f.original_name, "size": f.size} for f in submission.files],
+                    # What the automatic checks found (the code parts' verdicts), and the points they suggest.
+                    "feedback": item["feedback"],
+                    "suggested_points": suggested_points(item),
                 }
             )
     return queue

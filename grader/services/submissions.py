@@ -7,6 +7,7 @@ import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import Insert, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -17,14 +18,16 @@ from grader.answers.validate import require_valid_sheet
 from grader.db.models import Artifact, GradingJob, Submission, SubmissionFile, User, new_id, utcnow
 from grader.domain.status import JobStatus, Role
 from grader.errors import InfrastructureError, InputError, NotFound, UploadTooLarge
-from grader.rubric.model import RubricCatalog
+from grader.rubric.model import Rubric, RubricCatalog
 from grader.services.assignments import get_assignment
 from grader.services.policy import check_can_submit
 from grader.settings import Settings
 from grader.storage import ArtifactStore, StagedBlob
 
 CHECKPOINT_FIELDS = ("v1", "v2")
-CODE_FIELDS = {f"{label}_code": label for label in CHECKPOINT_FIELDS}
+CODE_FIELDS: dict[str, str | None] = {**{f"{label}_code": label for label in CHECKPOINT_FIELDS}, "code": None}
+"""Code upload fields and the checkpoint each runs (student-code mode); `code`, the whole code folder, runs none:
+the Q1 code checks read it (else v1_code, else v2_code)."""
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".th", ".bin")
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 """How long an Idempotency-Key names its submission; after that the same key makes a new one."""
@@ -65,16 +68,11 @@ def create_submission(
     """
     get_assignment(session, assignment_id=assignment_id)
     rubric = RubricCatalog(settings.rubrics_dir).get(assignment_id)
-    if idempotency_key is not None:
-        _raise_if_submitted(session, user=user, assignment_id=assignment_id, key=idempotency_key)
-    try:
-        check_can_submit(session, rubric=rubric, user=user)  # before anything is read or stored
-    except InputError:
-        if idempotency_key is not None:
-            # A concurrent request with the same key may have just taken the attempt or started the cooldown:
-            # this retry is answered with its submission, not refused because of it.
-            _raise_if_submitted(session, user=user, assignment_id=assignment_id, key=idempotency_key)
-        raise
+    admit = partial(_admit, session, rubric=rubric, user=user, assignment_id=assignment_id, key=idempotency_key)
+    admit()  # before anything is staged
+    # Staging and checking the files is the slow part: the database's connection goes back to the pool meanwhile
+    # (in a surge, uploads held every connection, and on SQLite the write lock, while they were checked).
+    session.commit()
     _check_checkpoint_fields(checkpoints)
     code_zips = _normalise_code(code or {}, {upload.field for upload in checkpoints}, settings)
     store = ArtifactStore(settings.resolved_storage_dir)
@@ -99,6 +97,9 @@ def create_submission(
         for field, data in code_zips.items():
             blob = store.stage([data], max_bytes=settings.max_checkpoint_bytes, field=field)
             staged.append((IncomingFile(field, f"{field}.zip", ()), blob))
+        # Again in the transaction that stores the submission: meanwhile a concurrent upload of this student may have
+        # taken the last attempt or started the cooldown, or one with the same key may have been stored.
+        admit()
         submission = _new_submission(session, assignment_id=assignment_id, user=user, idempotency_key=idempotency_key)
         for upload, blob in staged:
             kept = store.keep(blob)
@@ -110,6 +111,20 @@ def create_submission(
             store.discard(blob)
         raise
     return submission
+
+
+def _admit(session: Session, *, rubric: Rubric, user: User, assignment_id: str, key: str | None) -> None:
+    """AlreadySubmitted for a retry of a stored submission; the course policy's refusal (InputError) otherwise."""
+    if key is not None:
+        _raise_if_submitted(session, user=user, assignment_id=assignment_id, key=key)
+    try:
+        check_can_submit(session, rubric=rubric, user=user)
+    except InputError:
+        if key is not None:
+            # A concurrent request with the same key may have just taken the attempt or started the cooldown:
+            # this retry is answered with its submission, not refused because of it.
+            _raise_if_submitted(session, user=user, assignment_id=assignment_id, key=key)
+        raise
 
 
 def _new_submission(session: Session, *, assignment_id: str, user: User, idempotency_key: str | None) -> Submission:
@@ -200,10 +215,10 @@ def _normalise_code(
 
     zips: dict[str, bytes] = {}
     for field, uploads in code.items():
-        label = CODE_FIELDS.get(field)
-        if label is None:
-            raise InputError(f"unknown code field {field!r}; expected v1_code or v2_code", field=field)
-        if label not in checkpoint_fields:
+        if field not in CODE_FIELDS:
+            raise InputError(f"unknown code field {field!r}; expected v1_code, v2_code or code", field=field)
+        label = CODE_FIELDS[field]
+        if label is not None and label not in checkpoint_fields:
             raise InputError(f"{field} was sent without a {label} checkpoint to run it with", field=field)
         files = [(upload.filename, _read_all(upload, settings.max_code_file_bytes)) for upload in uploads]
         zips[field] = normalise_code_upload(files, field=field)

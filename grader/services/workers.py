@@ -91,9 +91,10 @@ def stall_note(session: Session, *, settings: Settings, job: GradingJob) -> str 
             .where(JobEvaluation.job_id == job.id, CheckpointEvaluation.status.in_(unfinished))
             .limit(1)
         )
-        if waits_for_evaluation is None:
-            return None  # a worker is checking the answers right now
-        queue = "gpu"
+        if waits_for_evaluation is not None:
+            queue = "gpu"
+        # Otherwise a grading worker checks the answers now, or will once its evaluations woke it: with none alive, the
+        # job waits for one, even though an evaluation has just finished.
     if alive_by_queue(session, settings=settings)[queue]:
         return None
     work = "checkpoint evaluations" if queue == "gpu" else "grading"

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 
 from grader.api import downloads
-from grader.api.deps import DispatcherDep, SessionDep, SettingsDep
+from grader.api.deps import DatabaseRoute, DispatcherDep, SessionDep, SettingsDep
 from grader.db.models import User
 from grader.domain.status import Role
 from grader.errors import InputError, NotFound, PermissionDenied, RubricError
@@ -42,7 +42,7 @@ from grader.web.session import (
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-router = APIRouter(prefix="/dashboard", include_in_schema=False)
+router = APIRouter(prefix="/dashboard", include_in_schema=False, route_class=DatabaseRoute)
 SIGN_IN = "/dashboard/sign-in"
 
 

@@ -224,7 +224,9 @@ def _assert_worker_healthy_and_next_graded(hostile: HostileService, starter: Sta
     assert accuracy["evidence"]["mode"] == "student_code", accuracy
     assert (accuracy["evidence"]["correct"], accuracy["evidence"]["total"]) == (starter.v1_correct, TOTAL), accuracy
     assert parts["q1.v1_architecture"]["status"] == "correct", parts["q1.v1_architecture"]
-    assert _evaluations_done(hostile.service) == before + 1
+    # two evaluations of the new code: the v1 checkpoint through the student's network, and the code checks of
+    # Q1(a)(b)(d) (each cached by the code's hash, so a new comment runs both)
+    assert _evaluations_done(hostile.service) == before + 2
     assert _worker_pids(hostile.service) == hostile.worker_pids
 
 

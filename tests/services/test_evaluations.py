@@ -68,3 +68,45 @@ def test_every_checkpoint_is_evaluated_whatever_the_declaration(
         assert plan.results == {}
         assert list(plan.pending) == ["v1"]
         assert plan.pending["v1"].preprocessing == expected
+
+
+def test_code_uploads_get_one_cached_code_check_evaluation(settings: Settings) -> None:
+    """The whole code folder (`code`) is checked once, without a checkpoint; the same code again is the same row;
+    the code checks read `code` before `v1_code`."""
+    from grader.sandbox.cache_key import code_checks_cache_key
+    from grader.sandbox.code_checks_spec import parse_code_checks
+    from tests.sandbox.code_folders import sources
+
+    files = [IncomingFile("code", f"{name}.py", [text.encode()]) for name, text in sources().items()]
+    with session_scope(settings.resolved_database_url) as session:
+        sync_assignments(session, catalog=RubricCatalog(settings.rubrics_dir))
+        user = create_user(session, username="amy", role=Role.STUDENT)
+
+        def submit(**kwargs: Any) -> Any:
+            answers = IncomingFile("answers", SHEET.name, [SHEET.read_bytes()])
+            made = create_submission(
+                session, settings=settings, user=user, assignment_id="csce636-hw3", answers=answers, **kwargs
+            )
+            sheet = {"q1": {"v1_config": {"resnet_size": 1, "first_num_filters": 16}}}
+            return made, plan_evaluations(session, submission=made, sheet=sheet, since=utcnow(), settings=settings)
+
+        first, plan = submit(code={"code": files})
+        assert list(plan.pending) == ["code"] and plan.results == {}
+        row = plan.pending["code"]
+        assert (row.mode, row.label) == ("code_checks", "code")
+        code_sha = next(f.artifact_sha256 for f in first.files if f.field == "code")
+        assert row.artifact_sha256 == row.code_sha256 == code_sha
+        _, again = submit(code={"code": files})
+        assert again.pending["code"].id == row.id
+
+        network = [IncomingFile("v1_code", "NetWork.py", [sources()["NetWork"].encode()])]
+        checkpoint = [IncomingFile("v1", "model-v1.pt", [_checkpoint_bytes()])]
+        _, both = submit(checkpoints=checkpoint, code={"v1_code": network, "code": files})
+        assert set(both.pending) == {"v1", "code"} and both.pending["code"].id == row.id
+        assert both.pending["v1"].mode == "student_code"
+
+    spec = parse_code_checks({})
+    key = code_checks_cache_key(code_sha256=code_sha, spec=spec.to_json())
+    assert key == row.cache_key
+    other = parse_code_checks({"preprocessing": {"seeds": 512}})
+    assert code_checks_cache_key(code_sha256=code_sha, spec=other.to_json()) != key

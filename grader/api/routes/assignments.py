@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter
 
 from grader.answers.fields import sheet_schema
-from grader.api.deps import CurrentUser, InstructorUser, SessionDep, SettingsDep
+from grader.api.deps import CurrentUser, DatabaseRoute, InstructorUser, SessionDep, SettingsDep
 from grader.api.schemas import AssignmentPublic, ErrorResponse
 from grader.db.models import Assignment, as_utc, utcnow
 from grader.errors import RubricError
@@ -16,7 +16,7 @@ from grader.rubric.model import RubricCatalog
 from grader.services.assignments import get_assignment, list_assignments, set_release
 from grader.settings import Settings
 
-router = APIRouter(tags=["assignments"])
+router = APIRouter(tags=["assignments"], route_class=DatabaseRoute)
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404)}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from grader.api.deps import SessionDep, SettingsDep, StaffUser, only_query
+from grader.api.deps import DatabaseRoute, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse
 from grader.errors import NotFound
 from grader.rubric.model import RubricCatalog
@@ -13,7 +13,7 @@ from grader.services import policy
 from grader.services.assignments import assignment_rubric
 from grader.services.users import get_user_by_username
 
-router = APIRouter(tags=["staff"])
+router = APIRouter(tags=["staff"], route_class=DatabaseRoute)
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 
 

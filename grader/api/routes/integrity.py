@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from grader.api.deps import SessionDep, SettingsDep, StaffUser, only_query
+from grader.api.deps import DatabaseRoute, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse
 from grader.services.integrity import integrity_report
 
-router = APIRouter(tags=["staff"])
+router = APIRouter(tags=["staff"], route_class=DatabaseRoute)
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 
 

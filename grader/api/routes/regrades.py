@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from grader.api.deps import DispatcherDep, InstructorUser, SessionDep, SettingsDep, StaffUser, only_query
+from grader.api.deps import DatabaseRoute, DispatcherDep, InstructorUser, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse
 from grader.rubric.model import RubricCatalog
 from grader.services import regrades
 from grader.services.assignments import get_assignment
 
-router = APIRouter(tags=["regrades"])
+router = APIRouter(tags=["regrades"], route_class=DatabaseRoute)
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 
 

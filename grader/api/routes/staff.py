@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from grader.api import downloads
-from grader.api.deps import CurrentUser, SessionDep, SettingsDep, StaffUser, only_query
+from grader.api.deps import CurrentUser, DatabaseRoute, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse, SubmissionList, SubmissionPublic
 from grader.domain.status import Role
 from grader.errors import PermissionDenied
@@ -21,7 +21,7 @@ from grader.services.users import require_user
 from grader.services.views import describe_submission
 from grader.storage import ArtifactStore
 
-router = APIRouter(tags=["staff"])
+router = APIRouter(tags=["staff"], route_class=DatabaseRoute)
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 GRADEBOOK_QUERY = (
     "counting",
@@ -76,6 +76,10 @@ class ReviewItem(BaseModel):
     stale: bool = Field(description="an override whose automatic result changed since it was made")
     answer: Any = Field(description="the student's written answer (null for parts graded from files)")
     files: list[dict[str, Any]]
+    feedback: str = Field(default="", description="what the automatic checks found, e.g. the code checks' verdicts")
+    suggested_points: float | None = Field(
+        default=None, description="the points the automatic checks suggest (code parts); PUT them to confirm"
+    )
 
 
 class ReviewQueue(BaseModel):

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Header, Query, UploadFile, status
 from fastapi.responses import Response
 
 from grader.api import downloads
-from grader.api.deps import CurrentUser, DispatcherDep, SessionDep, SettingsDep, StaffUser, only_query
+from grader.api.deps import CurrentUser, DatabaseRoute, DispatcherDep, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse, SubmissionAccepted, SubmissionList, SubmissionPublic
 from grader.api.uploads import SubmissionUploadRoute
 from grader.db.models import GradingJob, Submission
@@ -22,7 +22,7 @@ from grader.services.views import describe_submission
 from grader.settings import Settings
 from grader.storage import ArtifactStore
 
-router = APIRouter(tags=["submissions"])
+router = APIRouter(tags=["submissions"], route_class=DatabaseRoute)
 CHUNK = 1024 * 1024
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 503)}
 
@@ -65,6 +65,13 @@ def create_submission(
         list[UploadFile] | None,
         File(description="Version 2 model code: one .zip, or the .py files (repeat the field)."),
     ] = None,
+    code: Annotated[
+        list[UploadFile] | None,
+        File(
+            description="The whole code folder (DataReader.py, ImageUtils.py, NetWork.py, Model.py, main.py): one "
+            ".zip, or the .py files (repeat the field); run by the Q1(a)-(d) code checks."
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -78,9 +85,9 @@ def create_submission(
     ] = None,
 ) -> SubmissionAccepted:
     checkpoints = [_incoming(upload, field) for field, upload in (("v1", v1), ("v2", v2)) if upload is not None]
-    code = {
+    code_uploads = {
         field: [_incoming(upload, field) for upload in uploads]
-        for field, uploads in (("v1_code", v1_code), ("v2_code", v2_code))
+        for field, uploads in (("v1_code", v1_code), ("v2_code", v2_code), ("code", code))
         if uploads
     }
     try:
@@ -91,7 +98,7 @@ def create_submission(
             assignment_id=assignment_id,
             answers=_incoming(answers, "answers"),
             checkpoints=checkpoints,
-            code=code,
+            code=code_uploads,
             idempotency_key=idempotency_key,
         )
     except submissions.AlreadySubmitted as earlier:

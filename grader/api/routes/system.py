@@ -8,11 +8,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from grader.api.deps import CurrentUser, DispatcherDep, SessionDep, SettingsDep
+from grader.api.deps import CurrentUser, DatabaseRoute, DispatcherDep, SessionDep, SettingsDep
 from grader.api.schemas import UserPublic
 from grader.services.health import readiness
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=DatabaseRoute)
 
 
 @router.get("/health")

@@ -7,12 +7,12 @@ from typing import Literal
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from grader.api.deps import InstructorUser, SessionDep, only_query
+from grader.api.deps import DatabaseRoute, InstructorUser, SessionDep, only_query
 from grader.api.schemas import ErrorResponse
 from grader.domain.status import Role
 from grader.services.users import active_tokens, create_user, issue_token, list_users, require_user, revoke_tokens
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], route_class=DatabaseRoute)
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 
 
