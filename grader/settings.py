@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     """API requests per minute per user (each API process counts its own); over it: 429 with Retry-After."""
     rate_limit_burst: PositiveInt = 120
     """Requests a user may make at once before the per-minute rate applies."""
-    max_requests_in_flight: PositiveInt = 64
+    max_requests_in_flight: PositiveInt = 32
     """Requests one API process serves at once (a body still arriving counts); the next is answered 503 with
     Retry-After at once instead of waiting in a queue that only grows during a surge."""
     api_threads: PositiveInt = 8

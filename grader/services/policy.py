@@ -101,21 +101,22 @@ def check_can_submit(session: Session, *, rubric: Rubric, user: User, now: datet
 def graded_attempts(session: Session, *, assignment_id: str, user_id: int) -> int:
     """Submissions that count against the student: every one except those whose newest job failed (a grader
     failure is not the student's attempt). Waiting and running ones count, so a burst cannot overrun the limit."""
-    newest = (
+    mine = (Submission.assignment_id == assignment_id, Submission.user_id == user_id)
+    newest = (  # of this student's submissions only: every submission checked it, and the class's jobs are many
         select(GradingJob.submission_id, func.max(GradingJob.number).label("number"))
+        .join(Submission, Submission.id == GradingJob.submission_id)
+        .where(*mine)
         .group_by(GradingJob.submission_id)
         .subquery()
     )
     query = (
         select(func.count())
-        .select_from(Submission)
-        .join(newest, newest.c.submission_id == Submission.id)
-        .join(GradingJob, (GradingJob.submission_id == Submission.id) & (GradingJob.number == newest.c.number))
-        .where(
-            Submission.assignment_id == assignment_id,
-            Submission.user_id == user_id,
-            GradingJob.status != str(JobStatus.FAILED),
+        .select_from(newest)
+        .join(
+            GradingJob,
+            (GradingJob.submission_id == newest.c.submission_id) & (GradingJob.number == newest.c.number),
         )
+        .where(GradingJob.status != str(JobStatus.FAILED))
     )
     return int(session.scalar(query) or 0)
 

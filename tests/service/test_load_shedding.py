@@ -40,7 +40,11 @@ def busy_api(service: RunningService, backends: Backends, tmp_path_factory: pyte
     }
     log_path = tmp_path_factory.mktemp("logs") / "busy-api.log"
     api = subprocess.Popen(
-        [GRADER, "api", "--port", str(port)], env=env, cwd=REPO_ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT
+        [GRADER, "api", "--port", str(port)],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_until_healthy(RunningService(process=api, base_url=f"http://127.0.0.1:{port}", env=env, log_path=log_path))
@@ -57,9 +61,13 @@ def client_for(service: RunningService, base_url: str, name: str) -> httpx.Clien
 
 def submission_body() -> bytes:
     return (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="answers"; filename="answers.yaml"\r\n'
-        f"Content-Type: application/x-yaml\r\n\r\n"
-    ).encode() + SHEET + f"\r\n--{BOUNDARY}--\r\n".encode()
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="answers"; filename="answers.yaml"\r\n'
+            f"Content-Type: application/x-yaml\r\n\r\n"
+        ).encode()
+        + SHEET
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 def held_upload(base_url: str, token: str, body: bytes) -> socket.socket:

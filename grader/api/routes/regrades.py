@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from grader.api.deps import DatabaseRoute, DispatcherDep, InstructorUser, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse
@@ -17,10 +17,25 @@ router = APIRouter(tags=["regrades"], route_class=DatabaseRoute)
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
 
 
+def _one_list(key: str, what: str) -> dict[str, Any]:
+    items = {"type": "array", "items": {"type": "string"}, "minItems": 1, "description": what}
+    return {"type": "object", "properties": {key: items}, "required": [key], "additionalProperties": False}
+
+
+SCOPE_SCHEMA = {
+    "anyOf": [
+        {"const": "all"},
+        _one_list("users", "usernames"),
+        _one_list("parts", "part ids of the assignment's rubric"),
+    ]
+}
+
+
 class RegradeIn(BaseModel):
     model_config = {"extra": "forbid"}
 
-    scope: Any = Field(
+    # Documented exactly; checked by the service (which names the forms in its refusal and knows the rubric's parts).
+    scope: Annotated[Any, WithJsonSchema(SCOPE_SCHEMA)] = Field(
         default="all",
         description='"all", {"users": [usernames]} or {"parts": [part ids]} (only those parts are checked again)',
     )

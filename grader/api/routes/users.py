@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from grader.api.deps import DatabaseRoute, InstructorUser, SessionDep, only_query
 from grader.api.schemas import ErrorResponse
 from grader.domain.status import Role
-from grader.services.users import active_tokens, create_user, issue_token, list_users, require_user, revoke_tokens
+from grader.services.users import (
+    USERNAME_PATTERN,
+    active_tokens,
+    create_user,
+    issue_token,
+    list_users,
+    require_user,
+    revoke_tokens,
+)
 
 router = APIRouter(tags=["users"], route_class=DatabaseRoute)
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
@@ -29,7 +37,8 @@ class UserRow(BaseModel):
 class UserIn(BaseModel):
     model_config = {"extra": "forbid"}
 
-    username: str
+    # Documented as the service checks it (which refuses with its own message, naming the allowed characters).
+    username: Annotated[str, WithJsonSchema({"type": "string", "pattern": USERNAME_PATTERN.pattern, "maxLength": 64})]
     role: Literal["student", "ta", "instructor"] = "student"
 
 
