@@ -54,10 +54,17 @@ def queue_job(session: Session, *, job: GradingJob, dispatcher: Dispatcher, in_f
     `received` (stored, with a note) until one of theirs finishes and `queue_next_waiting` sends it, so another
     student's job waits behind at most that many of this student's, however many they submit."""
     session.commit()
-    if in_flight_limit is not None and _in_flight(session, user_id=job.submission.user_id) >= in_flight_limit:
-        job.detail = FAIR_SHARE_WAIT
-        session.commit()
-        return False
+    if in_flight_limit is not None:
+        user_id = job.submission.user_id
+        if _in_flight(session, user_id=user_id) >= in_flight_limit:
+            job.detail = FAIR_SHARE_WAIT
+            session.commit()
+            return False
+        oldest = _oldest_waiting(session, user_id=user_id)
+        if oldest is not None and oldest.id != job.id and oldest.created_at <= job.created_at:
+            # an earlier submission of the student's still waits: it goes first, this one waits its turn
+            job.detail = FAIR_SHARE_WAIT
+            job = oldest
     session.commit()  # no connection is held while the broker takes the message
     try:
         dispatcher.grade_job(job.id)
@@ -69,6 +76,16 @@ def queue_job(session: Session, *, job: GradingJob, dispatcher: Dispatcher, in_f
     mark_queued(session, job_id=job.id)
     session.commit()
     return True
+
+
+def _oldest_waiting(session: Session, *, user_id: int) -> GradingJob | None:
+    return session.scalar(
+        select(GradingJob)
+        .join(Submission, Submission.id == GradingJob.submission_id)
+        .where(Submission.user_id == user_id, GradingJob.status == str(JobStatus.RECEIVED))
+        .order_by(GradingJob.created_at, GradingJob.id)
+        .limit(1)
+    )
 
 
 def _in_flight(session: Session, *, user_id: int) -> int:
@@ -87,13 +104,7 @@ def queue_next_waiting(session: Session, *, job_id: str, dispatcher: Dispatcher,
     finished = session.get(GradingJob, job_id)
     if finished is None or not JobStatus(finished.status).is_final:
         return None
-    waiting = session.scalar(
-        select(GradingJob)
-        .join(Submission, Submission.id == GradingJob.submission_id)
-        .where(Submission.user_id == finished.submission.user_id, GradingJob.status == str(JobStatus.RECEIVED))
-        .order_by(GradingJob.created_at, GradingJob.id)
-        .limit(1)
-    )
+    waiting = _oldest_waiting(session, user_id=finished.submission.user_id)
     if waiting is None:
         return None
     queued = queue_job(session, job=waiting, dispatcher=dispatcher, in_flight_limit=in_flight_limit)
