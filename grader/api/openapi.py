@@ -1,10 +1,11 @@
-"""The error answers in the OpenAPI schema: each operation lists the 4xx it can give, all in the one error shape.
+"""The error answers in the OpenAPI schema: each operation lists the ones it can give, all in the one error shape.
 
 Which ones an operation can give follows from what it depends on, so a new route is documented without a list
 to keep up: authentication (401, 429 for the request rate), a staff or instructor role (403), an object named in
 the path (404), parameters, a body or a check of the query (422, in the app's shape rather than FastAPI's
-default), a body (400 malformed or incomplete, 408 too slow, 413 too large). A 403, 404 or 503 a route declares
-itself (raised by its handler) stays as declared.
+default), a body (400 malformed or incomplete, 408 too slow, 413 too large); and every operation 503 when the service is
+at its limit. A 403 or 404 a route declares itself (raised by its handler) stays, and so does a 503 the route
+describes itself (the readiness answer).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     422: "Invalid input: `field` names the parameter, header, form field or answer, and the message says what was "
     "expected.",
     429: "A limit is reached (request rate, attempts, cooldown); `Retry-After` says when a later try can succeed.",
+    503: "The service is at its limit (requests in progress, free database connections) or its database is "
+    "unavailable: nothing was done, and the same request may be sent again after `Retry-After` seconds.",
 }
 FROM_DEPENDENCIES = frozenset({400, 401, 408, 413, 422, 429})
 """Codes that only the app's machinery gives (authentication, rate limit, validation, body limits): documented
@@ -44,7 +47,11 @@ HEADERS: dict[int, dict[str, Any]] = {
             "schema": {"type": "integer"},
         }
     },
+    503: {"Retry-After": {"description": "seconds until the request may be sent again", "schema": {"type": "integer"}}},
 }
+FASTAPI_DESCRIPTION_503 = "Service Unavailable"
+"""What FastAPI writes for a 503 declared by its model alone: replaced by ours. A route's own description (the
+readiness answer's) stays as the route declares it."""
 
 
 def document_errors(app: FastAPI, prefix: str, routers: Sequence[APIRouter]) -> None:
@@ -64,8 +71,9 @@ def document_errors(app: FastAPI, prefix: str, routers: Sequence[APIRouter]) -> 
 
 
 def error_codes(route: APIRoute) -> set[int]:
-    """The 4xx answers this route can give, from what it depends on."""
-    codes: set[int] = set()
+    """The error answers this route can give, from what it depends on; 503 from any (the cap on requests in flight,
+    a database connection not free in time)."""
+    codes: set[int] = {503}
     calls = {dependant.call for dependant in _dependants(route.dependant)}
     if get_current_user in calls:
         codes |= {401, 429}
@@ -111,7 +119,10 @@ def _add_errors(schema: dict[str, Any], prefix: str, routers: Sequence[APIRouter
             for code in FROM_DEPENDENCIES:
                 responses.pop(str(code), None)  # a router's list for all its routes may name one a route cannot give
             declared = {int(key) for key in responses if key.isdigit() and int(key) in ERROR_DESCRIPTIONS}
-            for code in sorted(error_codes(route) | declared):
+            codes = error_codes(route) | declared
+            if responses.get("503", {}).get("description", FASTAPI_DESCRIPTION_503) != FASTAPI_DESCRIPTION_503:
+                codes.discard(503)
+            for code in sorted(codes):
                 answer: dict[str, Any] = {"description": ERROR_DESCRIPTIONS[code], "content": error_content}
                 if code in HEADERS:
                     answer["headers"] = HEADERS[code]

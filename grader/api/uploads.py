@@ -18,13 +18,13 @@ from tempfile import SpooledTemporaryFile
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request, Response
-from fastapi.routing import APIRoute
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from grader.api.deps import DatabaseRoute
 from grader.errors import InputError, UploadTooLarge
 from grader.settings import Settings, get_settings
 
@@ -298,7 +298,7 @@ class _FormReadRequest(Request):
         return _FormReady(self._form_read)
 
 
-class SubmissionUploadRoute(APIRoute):
+class SubmissionUploadRoute(DatabaseRoute):
     """A route whose multipart body is read by `read_upload_form` under the submission fields' limits.
 
     The form is read before FastAPI's handler runs, so a refusal reaches the app's error handlers as it is

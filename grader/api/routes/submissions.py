@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated, BinaryIO, Literal
 
 from fastapi import APIRouter, File, Header, Query, UploadFile, status
 from fastapi.responses import Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from grader.api import downloads
 from grader.api.deps import CurrentUser, DatabaseRoute, DispatcherDep, SessionDep, SettingsDep, StaffUser, only_query
@@ -22,6 +24,7 @@ from grader.services.views import describe_submission
 from grader.settings import Settings
 from grader.storage import ArtifactStore
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["submissions"], route_class=DatabaseRoute)
 CHUNK = 1024 * 1024
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 413, 422, 503)}
@@ -106,8 +109,13 @@ def create_submission(
         response.headers["Idempotent-Replayed"] = "true"
         return _accepted(earlier.submission, earlier.submission.jobs[-1])
     job = submission.jobs[0]
-    jobs.queue_job(session, job=job, dispatcher=dispatcher, in_flight_limit=settings.jobs_in_flight_per_student)
-    session.refresh(job)
+    session.commit()  # stored: from here on the answer is 202, whatever becomes of queueing it now
+    try:
+        jobs.queue_job(session, job=job, dispatcher=dispatcher, in_flight_limit=settings.jobs_in_flight_per_student)
+        session.refresh(job)
+    except SQLAlchemyError as exc:  # e.g. no connection free in a surge: it stays received, and the sweep queues it
+        session.rollback()
+        log.warning("submission %s is stored but could not be queued now: %s", submission.id, exc)
     return _accepted(submission, job)
 
 
