@@ -142,20 +142,7 @@ def test_a_request_over_the_in_flight_cap_is_answered_503_at_once_and_the_others
     assert mine["total"] == IN_FLIGHT  # the refused submission stored nothing
 
 
-@pytest.mark.parametrize(
-    "api",
-    [
-        "busy_api",
-        pytest.param(
-            "one_connection_api",
-            marks=pytest.mark.xfail(
-                reason="known defect (open in the hardening issue): with a one-connection pool on PostgreSQL a "
-                "request can be answered 503 after its submission was stored",
-                strict=False,
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("api", ["busy_api", "one_connection_api"])
 def test_a_burst_gets_only_202_and_503_with_retry_after(
     service: RunningService, api: str, request: pytest.FixtureRequest
 ) -> None:

@@ -110,12 +110,15 @@ def create_submission(
         return _accepted(earlier.submission, earlier.submission.jobs[-1])
     job = submission.jobs[0]
     session.commit()  # stored: from here on the answer is 202, whatever becomes of queueing it now
+    # The answer is read now: a rollback below expires the objects, and reading them again takes a connection.
+    stored = _accepted(submission, job)
     try:
         jobs.queue_job(session, job=job, dispatcher=dispatcher, in_flight_limit=settings.jobs_in_flight_per_student)
         session.refresh(job)
     except SQLAlchemyError as exc:  # e.g. no connection free in a surge: it stays received, and the sweep queues it
         session.rollback()
-        log.warning("submission %s is stored but could not be queued now: %s", submission.id, exc)
+        log.warning("submission %s is stored but could not be queued now: %s", stored.id, exc)
+        return stored
     return _accepted(submission, job)
 
 
