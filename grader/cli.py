@@ -367,27 +367,22 @@ def _cmd_extend(args: argparse.Namespace) -> int:
     from grader.rubric.model import RubricCatalog
     from grader.services import policy
     from grader.services.assignments import sync_assignments
-    from grader.services.users import get_user_by_username
 
     _database()
     catalog = RubricCatalog(get_settings().rubrics_dir)
     rubric = catalog.get(args.assignment)
     with session_scope() as session:
         sync_assignments(session, catalog=catalog)
-        student = get_user_by_username(session, username=args.username)
-        if student is None:
-            raise InputError(f"no user {args.username!r}", field="username")
-        row = policy.grant_extension(
+        granted = policy.grant_typed_extension(
             session,
             rubric=rubric,
-            user=student,
+            username=args.username,
             granted_by=None,
-            due=policy.parse_when(rubric, args.due, field="due"),
-            hard_close=policy.parse_when(rubric, args.hard_close, field="hard_close"),
+            due=args.due,
+            hard_close=args.hard_close,
             extra_attempts=args.extra_attempts,
             reason=args.reason,
         )
-        granted = policy.describe_extension(row)
     print(
         f"extension for {granted['user']} on {args.assignment}: due {granted['due'] or 'unchanged'}, hard close "
         f"{granted['hard_close'] or 'unchanged'}, {granted['extra_attempts']} extra attempts"

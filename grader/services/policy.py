@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 
 from grader.db.models import Extension, GradingJob, Submission, User, as_utc, utcnow
 from grader.domain.status import JobStatus, Role
-from grader.errors import InputError, RubricError, SubmissionClosed, TooManyRequests
+from grader.errors import InputError, NotFound, RubricError, SubmissionClosed, TooManyRequests
 from grader.rubric.model import Rubric
 from grader.rubric.policy import Deadline, Lateness, parse_moment
+from grader.services.users import get_user_by_username
 
 
 def current_extension(extensions: list[Extension]) -> Extension | None:
@@ -158,6 +159,35 @@ def grant_extension(
     session.add(row)
     session.commit()
     return row
+
+
+def grant_typed_extension(
+    session: Session,
+    *,
+    rubric: Rubric,
+    username: str,
+    granted_by: User | None,
+    due: str | None,
+    hard_close: str | None = None,
+    extra_attempts: int = 0,
+    reason: str = "",
+) -> dict:
+    """An extension as staff type it (the API's body, the CLI's options): the student by username, the dates as text
+    read by `parse_when`; the grant as `describe_extension` gives it."""
+    student = get_user_by_username(session, username=username)
+    if student is None:
+        raise NotFound(f"no user {username!r}", field="user")
+    row = grant_extension(
+        session,
+        rubric=rubric,
+        user=student,
+        granted_by=granted_by,
+        due=parse_when(rubric, due, field="due"),
+        hard_close=parse_when(rubric, hard_close, field="hard_close"),
+        extra_attempts=extra_attempts,
+        reason=reason,
+    )
+    return describe_extension(row)
 
 
 def parse_when(rubric: Rubric, text: str | None, *, field: str) -> datetime | None:

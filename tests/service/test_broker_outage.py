@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import httpx
 import pytest
 
-from tests.conftest import REPO_ROOT, Backends
-from tests.service.conftest import RunningService, _free_port, extra_worker, wait_for_final, wait_until_healthy
+from tests.conftest import Backends
+from tests.service.conftest import RunningService, _free_port, api_process, extra_worker, wait_for_final
 
 pytestmark = pytest.mark.service
 
 
 def test_submission_survives_an_unreachable_broker(service: RunningService, backends: Backends, tmp_path) -> None:
-    port = _free_port()
     env = {**backends.env, "GRADER_BROKER_URL": f"redis://127.0.0.1:{_free_port()}/0"}  # nothing listens there
-    log_path = tmp_path / "api.log"
-    api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "grader.api.app:create_app", "--port", str(port)],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        broken = RunningService(process=api, base_url=f"http://127.0.0.1:{port}", env=env, log_path=log_path)
-        wait_until_healthy(broken)
-        service.user("gina")  # created through the CLI; the token works on any API process of this database
-        token = service.tokens["gina"]
-        client = httpx.Client(base_url=broken.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    with api_process(env, tmp_path / "api.log") as broken:
+        client = broken.user("gina")
         response = client.post(
             "/api/v1/assignments/csce636-hw3/submissions", files={"answers": ("a.yaml", b"q3: {a_mean_shape: 1 x C}")}
         )
@@ -41,9 +25,6 @@ def test_submission_survives_an_unreachable_broker(service: RunningService, back
         ready = httpx.get(f"{broken.base_url}/api/v1/ready", timeout=30)
         assert ready.status_code == 503
         assert "broker" in ready.json()["problems"] and "unreachable" in ready.json()["broker"]
-    finally:
-        api.terminate()
-        api.wait(timeout=30)
 
     # A worker on the real broker resends jobs that never reached the queue when it starts.
     with extra_worker({**backends.env, "GRADER_REQUEUE_AFTER_S": "0"}):

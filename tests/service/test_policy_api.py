@@ -3,15 +3,12 @@ who and when), students may not; a refused upload leaves no file behind."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import REPO_ROOT, Backends
-from tests.service.conftest import RunningService, _free_port, wait_until_healthy
+from tests.service.conftest import api_process
 
 pytestmark = pytest.mark.service
 
@@ -34,32 +31,15 @@ def _blobs(storage: Path) -> set[Path]:
     return {p for p in storage.rglob("*") if p.is_file() and "tmp" not in p.parts and "derived" not in p.parts}
 
 
-def test_limits_extensions_and_refusals_over_http(service: RunningService, backends: Backends, tmp_path: Path) -> None:
-    port = _free_port()
-    env = {**backends.env, "GRADER_RUBRICS_DIR": str(_rubrics(tmp_path / "rubrics"))}
-    log_path = tmp_path / "api.log"
-    api = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "grader.api.app:create_app", "--port", str(port)],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=log_path.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_until_healthy(RunningService(process=api, base_url=f"http://127.0.0.1:{port}", env=env, log_path=log_path))
-        service.user("pol-pat")
-        service.user("pol-ivy", role="instructor")
-
-        def client(name: str) -> httpx.Client:
-            headers = {"Authorization": f"Bearer {service.tokens[name]}"}
-            return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60)
-
-        pat, ivy = client("pol-pat"), client("pol-ivy")
+def test_limits_extensions_and_refusals_over_http(migrated: Backends, tmp_path: Path) -> None:
+    env = {**migrated.env, "GRADER_RUBRICS_DIR": str(_rubrics(tmp_path / "rubrics"))}
+    with api_process(env, tmp_path / "api.log") as api:
+        pat, ivy = api.user("pol-pat"), api.user("pol-ivy", role="instructor")
         url = f"/api/v1/assignments/{ASSIGNMENT}/submissions"
         first = pat.post(url, files={"answers": ("a.yaml", SHEET)})
         assert first.status_code == 202, first.text
 
-        storage = Path(backends.env.get("GRADER_STORAGE_DIR") or Path(backends.env["GRADER_DATA_DIR"]) / "storage")
+        storage = Path(migrated.env.get("GRADER_STORAGE_DIR") or Path(migrated.env["GRADER_DATA_DIR"]) / "storage")
         before = _blobs(storage)
         refused = pat.post(url, files={"answers": ("b.yaml", SHEET + b"\n# another file\n")})
         assert refused.status_code == 429, refused.text
@@ -87,6 +67,12 @@ def test_limits_extensions_and_refusals_over_http(service: RunningService, backe
         # the student's submission shows the due date that applies to them
         shown = pat.get(first.json()["status_url"]).json()
         assert shown["late"]["extended"] is True and shown["late"]["penalty_percent"] == 0
-    finally:
-        api.terminate()
-        api.wait(timeout=30)
+
+        # The same on the server's command line (granted by no user); an unknown student is named.
+        granted_here = api.cli("extend", ASSIGNMENT, "pol-pat", "--extra-attempts", "1", "--reason", "by phone")
+        assert "extension for pol-pat on policy-hw: due unchanged" in granted_here.stdout
+        unknown = api.cli("extend", ASSIGNMENT, "nobody-here", "--extra-attempts", "1", check=False)
+        assert unknown.returncode != 0 and "no user 'nobody-here'" in unknown.stderr, unknown.stderr
+        listed = ivy.get(f"/api/v1/assignments/{ASSIGNMENT}/extensions").json()["items"]
+        grants = [(row["reason"], row["granted_by"]) for row in listed]
+        assert grants == [("doctor's note", "pol-ivy"), ("by phone", None)]

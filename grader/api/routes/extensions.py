@@ -7,11 +7,9 @@ from pydantic import BaseModel, Field
 
 from grader.api.deps import DatabaseRoute, SessionDep, SettingsDep, StaffUser, only_query
 from grader.api.schemas import ErrorResponse
-from grader.errors import NotFound
 from grader.rubric.model import RubricCatalog
 from grader.services import policy
 from grader.services.assignments import assignment_rubric
-from grader.services.users import get_user_by_username
 
 router = APIRouter(tags=["staff"], route_class=DatabaseRoute)
 ERRORS: dict[int | str, dict[str, object]] = {code: {"model": ErrorResponse} for code in (401, 403, 404, 422)}
@@ -55,20 +53,16 @@ def grant_extension(
 ) -> dict:
     """Grant a student a later due date / hard close and/or extra attempts. Scores are re-priced on read at once."""
     rubric = assignment_rubric(session, catalog=RubricCatalog(settings.rubrics_dir), assignment_id=assignment_id)
-    student = get_user_by_username(session, username=body.user)
-    if student is None:
-        raise NotFound(f"no user {body.user!r}", field="user")
-    row = policy.grant_extension(
+    return policy.grant_typed_extension(
         session,
         rubric=rubric,
-        user=student,
+        username=body.user,
         granted_by=staff,
-        due=policy.parse_when(rubric, body.due, field="due"),
-        hard_close=policy.parse_when(rubric, body.hard_close, field="hard_close"),
+        due=body.due,
+        hard_close=body.hard_close,
         extra_attempts=body.extra_attempts,
         reason=body.reason,
     )
-    return policy.describe_extension(row)
 
 
 @router.get(
