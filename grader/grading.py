@@ -9,20 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 from grader.answers.sheet import parse_answer_sheet
 from grader.answers.validate import require_valid_sheet
-from grader.db.models import Submission
 from grader.domain.results import GradeReport
 from grader.errors import InfrastructureError, InputError, InvalidAnswer
 from grader.rubric.engine import grade_sheet
 from grader.rubric.model import Rubric
-from grader.storage import ArtifactStore
 
 if TYPE_CHECKING:
     from grader.sandbox import SandboxLimits
-
-
-def load_sheet_from_store(submission: Submission, store: ArtifactStore) -> dict[str, Any]:
-    answers = next(file for file in submission.files if file.field == "answers")
-    return parse_answer_sheet(store.read_bytes(answers.artifact_sha256), filename=answers.original_name)
 
 
 def evaluate_checkpoints_locally(

@@ -8,14 +8,14 @@ import signal
 import subprocess
 import sys
 
+from grader.queues import QUEUES
 from grader.settings import Settings
 
 WORKER_STOP_TIMEOUT_S = 30
-RUN_QUEUES = ("cpu", "gpu", "regrade")
 WORKER_NICENESS = 10
 
 
-def worker_command(*, queues: str = "cpu,gpu,regrade", concurrency: int = 1) -> list[str]:
+def worker_command(*, queues: str = ",".join(QUEUES), concurrency: int = 1) -> list[str]:
     # A node name unique per process: heartbeats are kept per name, and Celery warns about duplicate names.
     name = f"{queues.replace(',', '+')}.{os.getpid()}@%h"
     return [
@@ -47,7 +47,7 @@ def run_service(settings: Settings, *, host: str, port: int) -> int:
     require_safe_torch()  # checked here too, so that `make run` fails at once rather than in the worker's log
     upgrade_database()
     _print_banner(settings, host, port)
-    started = [subprocess.Popen(worker_command(queues=queue), preexec_fn=_yield_to_the_api) for queue in RUN_QUEUES]
+    started = [subprocess.Popen(worker_command(queues=queue), preexec_fn=_yield_to_the_api) for queue in QUEUES]
     try:
         serve_api(settings, host=host, port=port)
     finally:

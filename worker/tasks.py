@@ -14,11 +14,11 @@ from celery.worker import WorkController
 from grader.db.session import session_scope
 from grader.errors import InfrastructureError
 from grader.evaluation.safety import require_safe_torch
+from grader.queues import CeleryDispatcher
 from grader.sandbox.leftovers import remove_leftovers
 from grader.services import evaluations, jobs, leases, orphans, regrades, sweeper, workers
 from grader.settings import get_settings
 from worker.app import celery_app
-from worker.dispatch import CeleryDispatcher
 
 log = logging.getLogger(__name__)
 RETRY_DELAY_S = 5

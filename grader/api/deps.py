@@ -19,6 +19,7 @@ from grader.db.models import User
 from grader.db.session import session_scope
 from grader.domain.status import Role
 from grader.errors import InputError, PermissionDenied
+from grader.queues import CeleryDispatcher, create_celery
 from grader.services.dispatch import Dispatcher
 from grader.services.users import authenticate
 from grader.settings import Settings, get_settings
@@ -62,10 +63,7 @@ def _committing(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 
 @lru_cache
 def get_dispatcher() -> Dispatcher:
-    from worker.app import celery_app
-    from worker.dispatch import CeleryDispatcher
-
-    return CeleryDispatcher(celery_app)
+    return CeleryDispatcher(create_celery(get_settings()))
 
 
 bearer = HTTPBearer(auto_error=False, description="An API token from `grader users create`.")

@@ -20,12 +20,12 @@ from grader import __version__
 from grader.db.models import CheckpointEvaluation, GradingJob, JobEvaluation, PartResultRow, Score, Submission, utcnow
 from grader.domain.results import GradeReport
 from grader.domain.status import EvaluationStatus, JobStatus
-from grader.grading import load_sheet_from_store
 from grader.rubric.engine import grade_sheet
 from grader.rubric.model import Rubric, RubricCatalog
 from grader.services import leases
 from grader.services.dispatch import Dispatcher
 from grader.services.evaluations import EvaluationPlan, plan_evaluations
+from grader.services.submissions import stored_sheet
 from grader.settings import Settings
 from grader.storage import ArtifactStore
 
@@ -156,7 +156,7 @@ def run_job(
     session.commit()
 
     rubric = RubricCatalog(settings.rubrics_dir).get(job.submission.assignment_id)
-    sheet = load_sheet_from_store(job.submission, ArtifactStore(settings.resolved_storage_dir))
+    sheet = stored_sheet(job.submission, ArtifactStore(settings.resolved_storage_dir))
     plan = plan_evaluations(session, submission=job.submission, sheet=sheet, since=job.started_at, settings=settings)
     if not plan.ready:
         _wait_for(session, job=job, plan=plan, dispatcher=dispatcher)

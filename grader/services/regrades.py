@@ -25,7 +25,6 @@ from grader.db.models import GradingJob, Regrade, RegradeItem, Submission, User,
 from grader.domain.results import GradeReport, PartResult, PartStatus
 from grader.domain.status import JobStatus
 from grader.errors import InputError, NotFound
-from grader.grading import load_sheet_from_store
 from grader.rubric.engine import grade_part
 from grader.rubric.model import Rubric
 from grader.services import leases
@@ -33,6 +32,7 @@ from grader.services.dispatch import Dispatcher
 from grader.services.evaluations import plan_evaluations
 from grader.services.jobs import queue_job, start_regrade, store_report
 from grader.services.reviews import current_reviews, latest_graded_job
+from grader.services.submissions import stored_sheet
 from grader.settings import Settings
 from grader.storage import ArtifactStore
 
@@ -216,7 +216,7 @@ def _regrade_item(
     old = {row.part_id: _part(row) for row in job.results}
     reviews = {part_id: review.points for part_id, review in current_reviews(submission).items()}
     selected = set(regrade.scope.get("parts") or [part.id for part in rubric.parts])
-    sheet = load_sheet_from_store(submission, store)
+    sheet = stored_sheet(submission, store)
     evaluations: dict[str, Mapping[str, Any]] | None = None
     if any(part.checker in EVALUATED_CHECKERS for part in rubric.parts if part.id in selected):
         plan = plan_evaluations(session, submission=submission, sheet=sheet, since=job.created_at, settings=settings)

@@ -17,9 +17,9 @@ from grader.db.models import GradingJob, PartResultRow, PartReview, Submission, 
 from grader.domain.results import PartStatus
 from grader.domain.status import JobStatus
 from grader.errors import InputError, NotFound
-from grader.grading import load_sheet_from_store
 from grader.rubric.model import Rubric
 from grader.rubric.registry import MISSING, lookup
+from grader.services.submissions import stored_sheet
 from grader.storage import ArtifactStore
 
 MAX_COMMENT = 20_000
@@ -165,7 +165,7 @@ def review_queue(
         for item in waiting:
             spec = rubric.part(item["id"])
             if spec.answer is not None and sheet is None:
-                sheet = load_sheet_from_store(submission, store)
+                sheet = stored_sheet(submission, store)
             answer = lookup(sheet, spec.answer) if spec.answer is not None and sheet is not None else MISSING
             queue.append(
                 {

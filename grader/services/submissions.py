@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 from sqlalchemy import Insert, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -320,3 +321,9 @@ def file_contents(store: ArtifactStore, file: SubmissionFile) -> list[dict[str, 
 def _text(data: bytes, size: int) -> dict[str, object]:
     shown = data[:MAX_SHOWN_FILE_BYTES]
     return {"text": shown.decode("utf-8", errors="replace"), "truncated": size > len(shown)}
+
+
+def stored_sheet(submission: Submission, store: ArtifactStore) -> dict[str, Any]:
+    """The submission's answer sheet as stored, parsed (what grading, reviews and regrades read)."""
+    answers = next(file for file in submission.files if file.field == "answers")
+    return parse_answer_sheet(store.read_bytes(answers.artifact_sha256), filename=answers.original_name)

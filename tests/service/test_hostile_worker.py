@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-from grader.runner import RUN_QUEUES
+from grader.queues import QUEUES
 from grader.sandbox.bwrap import SANDBOX_PATH
 from grader.storage import ArtifactStore
 from tests.conftest import Backends
@@ -135,7 +135,7 @@ def hostile(backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Ite
         running = start_service(backends, tmp_path_factory.mktemp("hostile-logs") / "service.log", extra)
         try:
             deadline = time.monotonic() + 30
-            expected = 2 * len(RUN_QUEUES)  # `grader run` starts one worker per queue, each with one pool child
+            expected = 2 * len(QUEUES)  # `grader run` starts one worker per queue, each with one pool child
             while len(pids := _worker_pids(running)) < expected and time.monotonic() < deadline:
                 time.sleep(0.2)  # the Celery pool children start a moment after the API answers
             assert len(pids) >= expected, _descendants(running.process.pid)

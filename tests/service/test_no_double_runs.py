@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from grader.db.models import CheckpointEvaluation, JobEvaluation, WorkerHeartbeat, as_utc
 from grader.db.session import session_scope
+from grader.queues import CeleryDispatcher, create_celery
 from grader.settings import Settings
 from tests.conftest import REPO_ROOT, Backends
 from tests.service.conftest import (
@@ -94,9 +95,6 @@ def test_an_evaluation_still_running_is_never_run_by_another_worker(
             second_log,
         )
         # The broker hands the same message out again (a resend, or a redelivery): the second worker takes it.
-        from worker.app import create_celery
-        from worker.dispatch import CeleryDispatcher
-
         with session_scope(backends.database_url) as session:
             job_id = session.scalar(select(JobEvaluation.job_id).where(JobEvaluation.evaluation_id == first.id))
         assert job_id is not None
