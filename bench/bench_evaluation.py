@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from grader.evaluation.architecture import infer_network
 from grader.evaluation.cifar import load_cifar10_test
 from grader.evaluation.transforms import Preprocess
 from grader.sandbox import SandboxLimits, reference_mode, sandbox_available
+from grader.settings import Settings
 
 THREADS = 2
 PER_IMAGE_SUBSET = 500
@@ -126,13 +128,13 @@ def per_image_loop(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
 def evaluator_run(path: Path, root: str, device: torch.device) -> Callable[[], object]:
     def run() -> object:
         evaluator._RESULTS.clear()  # time the work, not the in-process result cache
-        return evaluator.evaluate_checkpoint(path, preprocessing=PREPROCESSING, cifar10_root=root, device=device)
+        return evaluator.evaluate_in_process(path, preprocessing=PREPROCESSING, cifar10_root=root, device=device)
 
     return run
 
 
 def isolated_run(path: Path, root: str, device: torch.device) -> Callable[[], object]:
-    limits = SandboxLimits(threads=THREADS)
+    limits = replace(SandboxLimits.from_settings(Settings()), threads=THREADS)  # the service's defaults
 
     def run() -> object:
         reference_mode._RESULTS.clear()
@@ -165,7 +167,7 @@ def bench(device: torch.device, path: Path, root: str) -> bool:
     run = evaluator_run(path, root, device)
     same = batched_loop(model, x, batch, layout)
     run(), same()  # warm-up (allocator, oneDNN/cuDNN kernel choice)
-    result = evaluator.evaluate_checkpoint(path, preprocessing=PREPROCESSING, cifar10_root=root, device=device)
+    result = evaluator.evaluate_in_process(path, preprocessing=PREPROCESSING, cifar10_root=root, device=device)
     one = per_image_loop(bare_model(path, device), x)
     # Alternate the runs being compared, so a busy neighbour slows them alike; keep each one's best.
     rounds = [(timed(run, device), timed(same, device), timed(one, device)) for _ in range(REPEATS)]

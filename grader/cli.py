@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[LABEL=]DIR_OR_ZIP",
         help="your model code for that checkpoint (LABEL may be left out with one checkpoint)",
     )
+    submit.add_argument(
+        "--code-folder",
+        type=Path,
+        metavar="DIR_OR_ZIP",
+        help="your whole code folder (DataReader.py, ImageUtils.py, NetWork.py, Model.py, main.py), for the Q1(a)-(d) "
+        "code checks",
+    )
     submit.add_argument("--assignment", help="the assignment id (default: the sheet's 'assignment:')")
     submit.add_argument("--no-wait", action="store_true", help="print the submission id and return at once")
     submit.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the grade (default 1800)")
@@ -549,6 +556,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         answers=args.answers,
         checkpoints=checkpoints,
         code=code,
+        code_folder=args.code_folder,
         assignment=args.assignment,
         wait=not args.no_wait,
         timeout_s=args.timeout,

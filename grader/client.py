@@ -311,25 +311,29 @@ def _when(retry_after: float | None) -> str:
 # --- what gets uploaded --------------------------------------------------------------------------------------
 
 
-def submission_uploads(answers: Path, checkpoints: Mapping[str, Path], code: Mapping[str, Path]) -> list[Upload]:
-    """The form fields the API expects: `answers`, `v1`/`v2` (checkpoints), `v1_code`/`v2_code` (one zip each)."""
+def submission_uploads(
+    answers: Path, checkpoints: Mapping[str, Path], code: Mapping[str, Path], code_folder: Path | None = None
+) -> list[Upload]:
+    """The form fields the API expects: `answers`, `v1`/`v2` (checkpoints), `v1_code`/`v2_code` (one zip each: the
+    code for that checkpoint), `code` (one zip: the whole code folder, for the code checks)."""
     uploads = [Upload("answers", answers.name, answers)]
     uploads += [Upload(label, path.name, path) for label, path in sorted(checkpoints.items())]
-    for label, path in sorted(code.items()):
+    code_fields = [(f"{label}_code", path) for label, path in sorted(code.items())]
+    for name, path in [*code_fields, *([("code", code_folder)] if code_folder is not None else [])]:
         if path.is_dir():
             # a folder goes as one zip of its .py files, checked as the server will check it (links, sizes, names)
-            uploads.append(Upload(f"{label}_code", f"{path.resolve().name or 'code'}.zip", _zip_folder(path, label)))
+            uploads.append(Upload(name, f"{path.resolve().name or 'code'}.zip", _zip_folder(path, name)))
         else:
-            uploads.append(Upload(f"{label}_code", path.name, path))
+            uploads.append(Upload(name, path.name, path))
     return uploads
 
 
-def _zip_folder(folder: Path, label: str) -> bytes:
+def _zip_folder(folder: Path, field: str) -> bytes:
     from grader.sandbox.archive import read_code_dir
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in read_code_dir(folder, field=f"{label}_code"):
+        for name, data in read_code_dir(folder, field=field):
             archive.writestr(name, data)
     return buffer.getvalue()
 
@@ -477,6 +481,7 @@ def run_submit(
     answers: Path,
     checkpoints: Mapping[str, Path],
     code: Mapping[str, Path],
+    code_folder: Path | None = None,
     assignment: str | None,
     wait: bool,
     timeout_s: float,
@@ -486,7 +491,7 @@ def run_submit(
     if timeout_s <= 0:
         raise InputError("--timeout must be a positive number of seconds", field="--timeout")
     connection = resolve_connection(server, token)
-    uploads = submission_uploads(answers, checkpoints, code)
+    uploads = submission_uploads(answers, checkpoints, code, code_folder)
     progress = Progress()
     with GraderClient(connection) as client:
         assignment = assignment or assignment_for(answers, client)

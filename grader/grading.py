@@ -25,7 +25,7 @@ def evaluate_checkpoints_locally(
     cifar10_root: Path | None,
     code: Mapping[str, Path] | None = None,
     rubric_path: Path | None = None,
-    limits: SandboxLimits | None = None,
+    limits: SandboxLimits,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate each checkpoint as the `gpu` worker task would, each in a sandboxed child (for `grader grade`).
 
@@ -53,7 +53,7 @@ def evaluate_checkpoints_locally(
 
 
 def _code_checks_locally(
-    code: Mapping[str, Path], rubric_path: Path, limits: SandboxLimits | None
+    code: Mapping[str, Path], rubric_path: Path, limits: SandboxLimits
 ) -> dict[str, dict[str, Any]]:
     """The Q1 code checks on the first code given (v1's, else v2's), as the worker runs them: {"code": result}."""
     from grader.sandbox import materialise_code
@@ -81,7 +81,7 @@ def _evaluate_code_locally(
     code: Path,
     cifar10_root: Path | None,
     rubric_path: Path | None,
-    limits: SandboxLimits | None,
+    limits: SandboxLimits,
 ) -> dict[str, Any]:
     from grader.sandbox import evaluate_student_code, materialise_code, read_model_interface, read_network_config
     from grader.sandbox.archive import read_code_dir
@@ -119,7 +119,7 @@ def grade_answer_file(
     code: Mapping[str, Path] | None = None,
     rubric_path: Path | None = None,
     cifar10_root: Path | None = None,
-    limits: SandboxLimits | None = None,
+    limits: SandboxLimits,
 ) -> GradeReport:
     sheet = parse_answer_sheet(answers.read_bytes(), filename=answers.name)
     require_valid_sheet(sheet, rubric)  # a misspelt key is an error, never a silent `missing`

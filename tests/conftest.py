@@ -9,10 +9,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from grader.sandbox.limits import SandboxLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,3 +126,11 @@ def sandbox() -> None:
     if os.environ.get("CI"):
         pytest.fail(f"CI must be able to run the sandbox (apt-get install bubblewrap): {reason}")
     pytest.skip(reason)
+
+
+def sandbox_limits(**overrides: Any) -> SandboxLimits:
+    """The limits a service on its default settings gives each run, with `overrides` (e.g. a shorter wall time)."""
+    from grader.sandbox.limits import SandboxLimits
+    from grader.settings import Settings
+
+    return replace(SandboxLimits.from_settings(Settings()), **overrides)

@@ -9,7 +9,7 @@ Public surface (used by the grading core, the CLI and the `gpu` worker task):
   DEFAULT_PREPROCESSING when the declaration is absent or cannot be used (a checkpoint is always evaluated, so its
   architecture is judged from the weights whatever the sheet declares).
 - `evaluation_cache_key(checkpoint_sha256, preprocessing, label=None) -> str`: what callers cache results by.
-- `evaluate_checkpoint(path, *, label, preprocessing, cifar10_root, device=None, limits=None) -> dict`: JSON-ready
+- `evaluate_checkpoint(path, *, label, preprocessing, cifar10_root, device=None, limits) -> dict`: JSON-ready
   result, `{"status": "evaluated", ...evidence}`, `{"status": "rejected", "message": ...}` for a file that is
   not a usable checkpoint, or a sandbox limit's status; raises `grader.errors.InfrastructureError` when the
   data set is missing or the evaluation failed for a reason worth a retry. The file is loaded and run in a
@@ -55,7 +55,7 @@ def evaluate_checkpoint(
     preprocessing: Mapping[str, Any] | str,
     cifar10_root: str | Path | None,
     device: str | None = None,
-    limits: SandboxLimits | None = None,
+    limits: SandboxLimits,
 ) -> dict[str, Any]:
     """Evaluate the checkpoint at `path` on the test set in a sandboxed child; see grader.sandbox.reference_mode."""
     from grader.sandbox.reference_mode import evaluate_reference

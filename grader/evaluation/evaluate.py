@@ -2,7 +2,7 @@
 
 The pieces run in whichever process loads the file: for uploads, always a sandboxed child (grader/evaluation/
 child.py, started by grader.sandbox.reference_mode, which scores with `best_run` and `summarize`).
-`evaluate_checkpoint` runs everything in the calling process: for trusted files only (tests, benchmarks).
+`evaluate_in_process` runs everything in the calling process: for trusted files only (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class ResultCache:
 _RESULTS = ResultCache()
 
 
-def evaluate_checkpoint(
+def evaluate_in_process(
     path: str | Path,
     *,
     label: str | None = None,

@@ -178,3 +178,15 @@ class RubricCatalog:
 
 def _is_safe_slug(value: str) -> bool:
     return bool(value) and len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value)
+
+
+def rubric_section(rubric: str | Path, key: str) -> Any:
+    """One top-level section of a rubric file (a path) or YAML text, as written; None when the rubric has none.
+    (The sandbox reads its own sections, `model_interface:` and `code_checks:`, this way and validates them itself.)"""
+    is_path = isinstance(rubric, Path) or ("\n" not in rubric and rubric.endswith((".yaml", ".yml")))
+    text = Path(rubric).read_text() if is_path else str(rubric)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RubricError(f"rubric is not valid YAML: {exc}") from exc
+    return data.get(key) if isinstance(data, Mapping) else None

@@ -21,7 +21,6 @@ Nothing here imports torch, FastAPI, SQLAlchemy or Celery at import time.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader.sandbox.archive import ArchiveLimits, InvalidUpload, MaterialisedCode, UnsafeUpload, materialise_code
@@ -40,7 +39,7 @@ from grader.sandbox.runner import (
 from grader.sandbox.trace import architecture_from_trace
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from grader.sandbox.student_mode import evaluate_student_code
 
 __all__ = [
     "INSECURE_ENV",
@@ -68,29 +67,10 @@ __all__ = [
 ]
 
 
-def evaluate_student_code(
-    code_dir: Path,
-    checkpoint: Path,
-    *,
-    label: str,
-    config: Mapping[str, Any],
-    interface: ModelInterface,
-    cifar10_root: Path,
-    limits: SandboxLimits | None = None,
-    device: str = "cpu",
-    limit_images: int | None = None,
-) -> dict[str, Any]:
-    """Evaluate `checkpoint` with the student's code in `code_dir`; see grader.sandbox.student_mode."""
-    from grader.sandbox.student_mode import evaluate_student_code as run
+def __getattr__(name: str) -> Any:
+    # evaluate_student_code lives in student_mode, which imports torch: loaded on first use only.
+    if name == "evaluate_student_code":
+        from grader.sandbox.student_mode import evaluate_student_code
 
-    return run(
-        code_dir,
-        checkpoint,
-        label=label,
-        config=config,
-        interface=interface,
-        cifar10_root=cifar10_root,
-        limits=limits,
-        device=device,
-        limit_images=limit_images,
-    )
+        return evaluate_student_code
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

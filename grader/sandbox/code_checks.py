@@ -78,14 +78,13 @@ def run_code_checks(
     code_dir: Path,
     spec: CodeChecksSpec,
     *,
-    limits: SandboxLimits | None = None,
+    limits: SandboxLimits,
     stages: tuple[str, ...] = STAGES,
 ) -> dict[str, Any]:
     """Run the code checks of `stages` on the student's folder; the JSON-ready result described above.
 
     Raises SandboxUnavailable (an InfrastructureError) when no sandbox can be made here: student code is never run
     unsandboxed (except in insecure development mode)."""
-    limits = limits or SandboxLimits()
     limits = replace(limits, max_result_bytes=max(limits.max_result_bytes, MIN_RESULT_BYTES))
     context: dict[str, Any] = {
         "mode": MODE,

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from grader.errors import RubricError
+from grader.rubric.model import rubric_section
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 EVALUATION_LABEL = "code"
@@ -105,15 +104,8 @@ class CodeChecksSpec:
 
 def read_code_checks(rubric: str | Path) -> CodeChecksSpec | None:
     """The `code_checks:` of a rubric file (a path) or YAML text; None when the rubric declares none."""
-    is_path = isinstance(rubric, Path) or ("\n" not in rubric and rubric.endswith((".yaml", ".yml")))
-    text = Path(rubric).read_text() if is_path else str(rubric)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RubricError(f"rubric is not valid YAML: {exc}") from exc
-    if not isinstance(data, Mapping) or data.get("code_checks") is None:
-        return None
-    return parse_code_checks(data["code_checks"])
+    raw = rubric_section(rubric, "code_checks")
+    return None if raw is None else parse_code_checks(raw)
 
 
 def parse_code_checks(raw: Any) -> CodeChecksSpec:

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from grader.errors import InvalidAnswer, RubricError
+from grader.rubric.model import rubric_section
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RECORD_DTYPES = ("float32", "float64", "uint8")
@@ -104,15 +103,8 @@ class ModelInterface:
 
 def read_model_interface(rubric: str | Path) -> ModelInterface | None:
     """The `model_interface:` of a rubric file (a path) or YAML text; None when the rubric declares none."""
-    is_path = isinstance(rubric, Path) or ("\n" not in rubric and rubric.endswith((".yaml", ".yml")))
-    text = Path(rubric).read_text() if is_path else str(rubric)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RubricError(f"rubric is not valid YAML: {exc}") from exc
-    if not isinstance(data, Mapping) or data.get("model_interface") is None:
-        return None
-    return parse_model_interface(data["model_interface"])
+    raw = rubric_section(rubric, "model_interface")
+    return None if raw is None else parse_model_interface(raw)
 
 
 def parse_model_interface(raw: Any) -> ModelInterface:

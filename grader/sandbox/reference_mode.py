@@ -68,10 +68,10 @@ def evaluate_reference(
     preprocessing: Mapping[str, Any] | str,
     cifar10_root: str | Path | None,
     device: str | torch.device | None = None,
-    limits: SandboxLimits | None = None,
+    limits: SandboxLimits,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """JSON-ready result with the shape of grader.evaluation.evaluate.evaluate_checkpoint's, plus
+    """JSON-ready result with the shape of grader.evaluation.evaluate.evaluate_in_process's, plus
     `"isolation"`; `{"status": "timed_out" | "memory_limit" | "resource_limit", "message": ...}` when the
     checkpoint's network does not fit the sandbox's limits. `limit` (the first N images) is for tests.
 
@@ -80,7 +80,6 @@ def evaluate_reference(
     """
     if cifar10_root is None:
         raise InfrastructureError("GRADER_CIFAR10_ROOT is not set: the folder holding cifar-10-batches-py/")
-    limits = limits or SandboxLimits()
     target = _usable_in_sandbox(pick_device(device), limits)
     spec = normalize_preprocessing(preprocessing)
     testset = load_cifar10_test(cifar10_root, "cpu")
@@ -264,7 +263,14 @@ def _usable_in_sandbox(device: torch.device, limits: SandboxLimits) -> torch.dev
 @functools.cache
 def _gpu_works_in_sandbox(memory_bytes: int) -> bool:
     probe = GPU_PROBE.format(fd=RESULT_FD_ENV)
-    limits = SandboxLimits(wall_seconds=120, cpu_seconds=120, memory_bytes=memory_bytes)
+    limits = SandboxLimits(  # the grader's own probe of the GPU
+        wall_seconds=120,
+        cpu_seconds=120,
+        memory_bytes=memory_bytes,
+        max_processes=64,
+        max_output_bytes=1 << 20,
+        threads=1,
+    )
     try:
         run = run_sandboxed([sys.executable, "-c", probe], limits=limits, gpu=True, process_fallback=True)
     except InfrastructureError as exc:

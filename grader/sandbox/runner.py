@@ -155,7 +155,9 @@ def _probe() -> str | None:
     found = bwrap.find_bubblewrap()
     if found is None:
         return "bubblewrap (bwrap) is not installed; install the 'bubblewrap' package to evaluate student code"
-    limits = SandboxLimits(wall_seconds=30, cpu_seconds=30, memory_bytes=1 << 30)
+    limits = SandboxLimits(  # the grader's own one-line probe
+        wall_seconds=30, cpu_seconds=30, memory_bytes=1 << 30, max_processes=16, max_output_bytes=1 << 16, threads=1
+    )
     try:
         result = _run_bwrap(found, [sys.executable, "-S", "-c", "print('sandbox-ok')"], (), limits, False, {})
     except (InfrastructureError, OSError) as exc:
@@ -170,7 +172,7 @@ def run_sandboxed(
     command: Sequence[str],
     *,
     binds: Sequence[Bind] = (),
-    limits: SandboxLimits | None = None,
+    limits: SandboxLimits,
     gpu: bool = False,
     env: Mapping[str, str] | None = None,
     process_fallback: bool = False,
@@ -181,7 +183,6 @@ def run_sandboxed(
     Without a sandbox the command runs as a plain child process with the RLIMITs (`isolation: "process"`) in
     insecure development mode, or when `process_fallback` is set: for the grader's own code facing untrusted
     files (reference-mode checkpoint loading), never for student code."""
-    limits = limits or SandboxLimits()
     if insecure_dev_mode():
         log.warning(
             "!!! %s=1: running student code WITHOUT a sandbox (no isolation of files, network or processes). "

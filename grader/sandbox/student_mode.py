@@ -76,7 +76,7 @@ def evaluate_student_code(
     config: Mapping[str, Any],
     interface: ModelInterface,
     cifar10_root: Path,
-    limits: SandboxLimits | None = None,
+    limits: SandboxLimits,
     device: str = "cpu",
     limit_images: int | None = None,
 ) -> dict[str, Any]:
@@ -86,7 +86,6 @@ def evaluate_student_code(
     InfrastructureError when the data set is missing or the files cannot be read, SandboxUnavailable (an
     InfrastructureError) when no sandbox can be made here.
     """
-    limits = limits or SandboxLimits()
     arguments = interface.arguments(label, config)
     testset = load_cifar10_test(cifar10_root, "cpu")
     data, checkpoint_sha = read_file(checkpoint)

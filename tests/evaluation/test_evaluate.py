@@ -13,18 +13,19 @@ from safetensors.torch import save_file
 from torch import nn
 
 from grader.errors import InfrastructureError
-from grader.evaluation import evaluate_checkpoint as public_evaluate_checkpoint
+from grader.evaluation import evaluate_checkpoint
 from grader.evaluation.architecture import infer_network
 from grader.evaluation.cifar import Cifar10TestSet
 from grader.evaluation.evaluate import (
     build_reference_model,
-    evaluate_checkpoint,
+    evaluate_in_process,
     execution_settings,
     predict,
     reference_state,
 )
 from grader.evaluation.resnet import CifarResNet, ForwardVariant, make_spec
 from grader.evaluation.transforms import Preprocess
+from tests.conftest import sandbox_limits
 from tests.evaluation.conftest import SUBSET
 from tests.evaluation.nets import AkamasterResNet, PreActBottleneckResNet, StarterResNet, calibrate
 
@@ -155,7 +156,7 @@ def test_saved_file_gives_the_in_memory_models_predictions(
     assert torch.equal(actual, expected)
     assert len(set(expected.tolist())) > 1, "a degenerate test network predicts one class"
 
-    result = evaluate_checkpoint(
+    result = evaluate_in_process(
         path, preprocessing=spec, cifar10_root=cifar10_root, device="cpu", limit=SUBSET, variants=DEFAULT_ONLY
     )
     assert result["status"] == "evaluated", result.get("message")
@@ -171,7 +172,7 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
 
 def test_result_keys_and_evidence(testset: Cifar10TestSet, cifar10_root: Path, tmp_path: Path) -> None:
     path = _save_pt(_trained_like(StarterResNet(1, 1), testset, {"kind": "scale"}), tmp_path / "v1.pt")
-    result = evaluate_checkpoint(
+    result = evaluate_in_process(
         path, label="v1", preprocessing="scale", cifar10_root=cifar10_root, device="cpu", limit=SUBSET
     )
     assert {
@@ -207,9 +208,9 @@ def test_results_are_cached_in_process_and_copies_are_returned(
     testset: Cifar10TestSet, cifar10_root: Path, tmp_path: Path
 ) -> None:
     path = _save_pt(_trained_like(AkamasterResNet(1), testset, {"kind": "scale"}), tmp_path / "a.pt")
-    first = evaluate_checkpoint(path, preprocessing="scale", cifar10_root=cifar10_root, device="cpu", limit=100)
+    first = evaluate_in_process(path, preprocessing="scale", cifar10_root=cifar10_root, device="cpu", limit=100)
     first["correct"] = -1
-    second = evaluate_checkpoint(path, preprocessing="scale", cifar10_root=cifar10_root, device="cpu", limit=100)
+    second = evaluate_in_process(path, preprocessing="scale", cifar10_root=cifar10_root, device="cpu", limit=100)
     assert second["correct"] >= 0 and second["seconds"] == first["seconds"]
 
 
@@ -217,7 +218,7 @@ def test_low_accuracy_tries_the_other_forward_variants_and_keeps_the_right_one(
     resnet20_checkpoint: Path, cifar10_root: Path
 ) -> None:
     wrong_first = [ForwardVariant(option_a_padding="end"), ForwardVariant(option_a_padding="symmetric")]
-    result = evaluate_checkpoint(
+    result = evaluate_in_process(
         resnet20_checkpoint,
         preprocessing=IMAGENET,
         cifar10_root=cifar10_root,
@@ -237,7 +238,7 @@ def test_nan_weights_are_rejected_with_the_architecture(
     with torch.no_grad():
         model.stack_layers[1].layer[0].conv2.weight[0, 0, 0, 0] = float("nan")
     path = _save_pt(model, tmp_path / "nan.pt")
-    result = evaluate_checkpoint(path, preprocessing="scale", cifar10_root=cifar10_root, device="cpu", limit=100)
+    result = evaluate_in_process(path, preprocessing="scale", cifar10_root=cifar10_root, device="cpu", limit=100)
     assert result["status"] == "rejected"
     assert "stack_layers.1.layer.0.conv2.weight contains NaN" in result["message"]
     assert result["architecture"]["block"] == "bottleneck" and len(result["checkpoint_sha256"]) == 64
@@ -246,23 +247,32 @@ def test_nan_weights_are_rejected_with_the_architecture(
 def test_a_pickled_module_is_a_rejected_result(cifar10_root: Path, tmp_path: Path) -> None:
     path = tmp_path / "whole.pt"
     torch.save(AkamasterResNet(1), path)
-    result = public_evaluate_checkpoint(
-        path, label="v1", preprocessing="scale", cifar10_root=cifar10_root, device="cpu"
+    result = evaluate_checkpoint(
+        path, label="v1", preprocessing="scale", cifar10_root=cifar10_root, device="cpu", limits=sandbox_limits()
     )
     assert result["status"] == "rejected" and "model.state_dict()" in result["message"]
 
 
 def test_missing_data_is_an_infrastructure_error(tmp_path: Path) -> None:
     with pytest.raises(InfrastructureError, match="GRADER_CIFAR10_ROOT"):
-        public_evaluate_checkpoint(tmp_path / "m.pt", label="v1", preprocessing="scale", cifar10_root=None)
+        evaluate_checkpoint(
+            tmp_path / "m.pt", label="v1", preprocessing="scale", cifar10_root=None, limits=sandbox_limits()
+        )
     with pytest.raises(InfrastructureError, match="cifar-10-batches-py/test_batch"):
-        public_evaluate_checkpoint(tmp_path / "m.pt", label="v1", preprocessing="scale", cifar10_root=tmp_path)
+        evaluate_checkpoint(
+            tmp_path / "m.pt", label="v1", preprocessing="scale", cifar10_root=tmp_path, limits=sandbox_limits()
+        )
 
 
 @pytest.mark.slow
 def test_the_real_resnet20_scores_91_73_percent(resnet20_checkpoint: Path, cifar10_root: Path) -> None:
-    result = public_evaluate_checkpoint(
-        resnet20_checkpoint, label="v1", preprocessing=IMAGENET, cifar10_root=cifar10_root, device="cpu"
+    result = evaluate_checkpoint(
+        resnet20_checkpoint,
+        label="v1",
+        preprocessing=IMAGENET,
+        cifar10_root=cifar10_root,
+        device="cpu",
+        limits=sandbox_limits(),
     )
     assert (result["accuracy_percent"], result["correct"], result["total"]) == (91.73, 9173, 10000)
     architecture = result["architecture"]

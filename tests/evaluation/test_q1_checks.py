@@ -192,10 +192,10 @@ def test_the_real_resnet20_earns_the_architecture_points_whatever_the_declaratio
     accuracy_status: PartStatus,
     says: str,
 ) -> None:
-    from grader.evaluation.evaluate import evaluate_checkpoint
+    from grader.evaluation.evaluate import evaluate_in_process
 
     sheet = {"q1": {"v1_preprocessing": declared}} if declared is not None else {}
-    result = evaluate_checkpoint(
+    result = evaluate_in_process(
         resnet20_checkpoint,
         preprocessing=evaluation_preprocessing(sheet, "v1"),
         cifar10_root=cifar10_root,
@@ -214,7 +214,7 @@ def test_a_small_v2_net_earns_the_architecture_points_with_an_unusable_declarati
 ) -> None:
     import torch
 
-    from grader.evaluation.evaluate import evaluate_checkpoint
+    from grader.evaluation.evaluate import evaluate_in_process
     from tests.evaluation.nets import StarterResNet
 
     torch.manual_seed(0)
@@ -222,7 +222,7 @@ def test_a_small_v2_net_earns_the_architecture_points_with_an_unusable_declarati
     torch.save(StarterResNet(2, 1).state_dict(), path)
     sheet = {"q1": {"v2_preprocessing": {"kind": "whitening"}}}
     preprocessing = evaluation_preprocessing(sheet, "v2")
-    result = evaluate_checkpoint(path, preprocessing=preprocessing, cifar10_root=cifar10_root, device="cpu", limit=100)
+    result = evaluate_in_process(path, preprocessing=preprocessing, cifar10_root=cifar10_root, device="cpu", limit=100)
     parts = _parts(rubric, sheet, {"v2": result})
     assert (parts["q1.v2_architecture"].status, parts["q1.v2_architecture"].points) == (PartStatus.CORRECT, 20.0)
     assert "cannot be used" in parts["q1.v2_accuracy"].feedback

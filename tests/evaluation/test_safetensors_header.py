@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from grader.evaluation.checkpoint import CheckpointRejected, read_safetensors_header
-from grader.evaluation.evaluate import evaluate_checkpoint
+from grader.evaluation.evaluate import evaluate_in_process
 from tests.evaluation.nets import StarterResNet
 
 
@@ -59,6 +59,6 @@ def test_a_wrong_structure_is_rejected_before_tensor_data_is_read(
         raise AssertionError("tensor data was materialised")
 
     monkeypatch.setattr(safetensors.torch, "load", never)
-    result = evaluate_checkpoint(path, preprocessing="scale", cifar10_root=cifar10_root, device="cpu", limit=10)
+    result = evaluate_in_process(path, preprocessing="scale", cifar10_root=cifar10_root, device="cpu", limit=10)
     assert result["status"] == "rejected"
     assert "residual blocks" in result["message"]

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from grader.sandbox import ModelInterface, SandboxLimits, read_model_interface
-from tests.conftest import REPO_ROOT
+from grader.sandbox import ModelInterface, read_model_interface, runner
+from tests.conftest import REPO_ROOT, sandbox_limits
 
-FAST = SandboxLimits(wall_seconds=10, cpu_seconds=5, memory_bytes=1 << 30, max_output_bytes=100_000)
+FAST = sandbox_limits(wall_seconds=10, cpu_seconds=5, memory_bytes=1 << 30, max_output_bytes=100_000)
 """For runs of plain Python (no torch): a second or two is plenty."""
+
+OWN_SANDBOX_UIDS: set[int] = set()
+"""The sandbox uids this test process's runs were given: a check for processes left behind looks only at these."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_own_sandbox_uids() -> Iterator[None]:
+    """Note each uid a run in this process draws (the runner's own choice, unchanged), since other processes on the
+    machine (another test run, a service's workers) may be running sandboxes at the same time."""
+    draw = runner._sandbox_uid
+
+    def drawn() -> int | None:
+        uid = draw()
+        if uid is not None:
+            OWN_SANDBOX_UIDS.add(uid)
+        return uid
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "_sandbox_uid", drawn)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -8,15 +8,14 @@ from typing import Any
 
 import pytest
 
-from grader.sandbox import SandboxLimits
 from grader.sandbox.code_checks import run_code_checks
 from grader.sandbox.code_checks_spec import CodeChecksSpec, parse_code_checks, read_code_checks
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, sandbox_limits
 from tests.sandbox.code_folders import MISTAKES, write_code_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sandbox")]
 
-LIMITS = SandboxLimits(wall_seconds=120, cpu_seconds=120, memory_bytes=4 << 30, threads=2)
+LIMITS = sandbox_limits(wall_seconds=120, cpu_seconds=120, memory_bytes=4 << 30, threads=2)
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +96,7 @@ def test_a_missing_module_or_a_hanging_function_fails_only_its_own_stage(tmp_pat
 )
 def test_hostile_code_ends_in_a_sandbox_status(tmp_path: Path, image_utils: str, status: str) -> None:
     folder = write_code_folder(tmp_path / "hostile", ImageUtils=image_utils)
-    limits = SandboxLimits(wall_seconds=60, cpu_seconds=60, memory_bytes=4 << 30, max_output_bytes=100_000)
+    limits = sandbox_limits(wall_seconds=60, cpu_seconds=60, memory_bytes=4 << 30, max_output_bytes=100_000)
     result = run_code_checks(folder, parse_code_checks({}), limits=limits, stages=("preprocessing",))
     assert result["status"] == status, result
     assert result["message"].startswith("Running your code") and "checks" not in result

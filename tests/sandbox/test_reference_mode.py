@@ -16,10 +16,10 @@ import torch
 
 from grader.errors import InfrastructureError
 from grader.evaluation.cifar import load_cifar10_test
-from grader.evaluation.evaluate import ResultCache
-from grader.evaluation.evaluate import evaluate_checkpoint as evaluate_in_process
-from grader.sandbox import SandboxLimits, reference_mode, runner
+from grader.evaluation.evaluate import ResultCache, evaluate_in_process
+from grader.sandbox import reference_mode, runner
 from grader.sandbox.testset_file import images_file
+from tests.conftest import sandbox_limits
 from tests.sandbox.test_runner import assert_next_run_works
 
 pytestmark = pytest.mark.usefixtures("sandbox")
@@ -33,7 +33,7 @@ def _fresh_result_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 
 IMAGENET = {"kind": "mean_std", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 IMAGES = 500
-LIMITS = SandboxLimits(wall_seconds=120, cpu_seconds=240, memory_bytes=6 << 30, threads=2)
+LIMITS = sandbox_limits(wall_seconds=120, cpu_seconds=240, memory_bytes=6 << 30, threads=2)
 SAME = ("status", "accuracy_percent", "correct", "total", "confusion_matrix", "per_class_accuracy_percent")
 SAME_EVIDENCE = ("architecture", "checkpoint", "checkpoint_sha256", "forward_variant", "preprocessing", "dataset")
 
@@ -119,7 +119,7 @@ def test_a_checkpoint_whose_pickle_would_run_code_is_rejected_and_nothing_runs(
 def test_a_run_past_the_wall_time_limit_is_timed_out_for_the_student(
     resnet20_checkpoint: Path, cifar10_root: Path
 ) -> None:
-    result = isolated(resnet20_checkpoint, cifar10_root, limits=SandboxLimits(wall_seconds=0.5))
+    result = isolated(resnet20_checkpoint, cifar10_root, limits=sandbox_limits(wall_seconds=0.5))
     assert result["status"] == "timed_out"
     assert result["message"] == "Evaluating your checkpoint stopped after 0.5 s of wall-clock time (the limit)."
     assert len(result["checkpoint_sha256"]) == 64

@@ -18,7 +18,7 @@ import pytest
 
 from grader.sandbox import Bind, SandboxLimits, SandboxStatus, SandboxUnavailable, bwrap, run_sandboxed, runner
 from tests.conftest import REPO_ROOT
-from tests.sandbox.conftest import FAST
+from tests.sandbox.conftest import FAST, OWN_SANDBOX_UIDS
 
 pytestmark = pytest.mark.usefixtures("sandbox")
 
@@ -33,7 +33,8 @@ def assert_next_run_works() -> None:
 
 
 def sandbox_processes() -> list[int]:
-    """Processes running as a sandbox uid, or bubblewrap processes started by this test process."""
+    """Processes of this test process's sandboxed runs still alive: running as a uid one of its runs was given, or
+    bubblewrap processes it started. (Another test run on the machine may be sandboxing at the same time.)"""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -45,7 +46,7 @@ def sandbox_processes() -> list[int]:
         uid = int(status.split("\nUid:")[1].split()[0])
         parent = int(status.split("\nPPid:")[1].split()[0])
         bwrap_child = parent == os.getpid() and status.startswith("Name:\tbwrap")
-        if runner.UID_FIRST <= uid < runner.UID_FIRST + runner.UID_COUNT or bwrap_child:
+        if uid in OWN_SANDBOX_UIDS or bwrap_child:
             found.append(int(entry.name))
     return found
 
@@ -201,13 +202,13 @@ def test_invalid_json_in_the_result_pipe_is_reported_not_parsed() -> None:
 
 def test_fifty_runs_leave_no_processes_temp_folders_or_cgroups() -> None:
     temp = Path(tempfile.gettempdir())
-    before = set(temp.glob("grader-*"))
+    before = set(temp.glob(f"grader-*-{os.getpid()}-*"))
     for _ in range(50):
         result = run_sandboxed(["/bin/true"], limits=FAST)
         assert result.status is SandboxStatus.OK, result.message
     assert sandbox_processes() == []
-    assert set(temp.glob("grader-*")) == before
-    assert list(Path("/sys/fs/cgroup").glob("*/**/grader-sandbox-*")) == []
+    assert set(temp.glob(f"grader-*-{os.getpid()}-*")) == before  # run folders and cgroups carry their maker's pid
+    assert list(Path("/sys/fs/cgroup").glob(f"*/**/grader-sandbox-{os.getpid()}-*")) == []
 
 
 def test_the_wall_time_kill_takes_the_whole_sandbox_down() -> None:

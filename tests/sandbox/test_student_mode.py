@@ -21,7 +21,7 @@ import torch
 from grader.errors import InvalidAnswer
 from grader.evaluation.cifar import load_cifar10_test
 from grader.sandbox import ModelInterface, SandboxLimits, evaluate_student_code, student_mode
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, sandbox_limits
 from tests.evaluation.nets import calibrate
 from tests.sandbox.submissions import NETWORK, load_module, write_submission
 from tests.sandbox.test_runner import assert_next_run_works, sandbox_processes
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("sandbox")
 
 IMAGES = 500
 CONFIG = {"resnet_size": 1, "first_num_filters": 8}
-QUICK = SandboxLimits(wall_seconds=60, cpu_seconds=60, memory_bytes=4 << 30, threads=2)
+QUICK = sandbox_limits(wall_seconds=60, cpu_seconds=60, memory_bytes=4 << 30, threads=2)
 
 
 def preprocessed(folder: Path, cifar10_root: Path) -> torch.Tensor:
@@ -324,6 +324,12 @@ def test_missing_files_unsafe_folders_and_bad_config_are_refused_before_running(
 
     with pytest.raises(InvalidAnswer, match=r"q1\.v1_config: missing 'first_num_filters'"):
         evaluate_student_code(
-            linked, v1_weights, label="v1", config={"resnet_size": 1}, interface=interface, cifar10_root=cifar10_root
+            linked,
+            v1_weights,
+            label="v1",
+            config={"resnet_size": 1},
+            interface=interface,
+            cifar10_root=cifar10_root,
+            limits=QUICK,
         )
     assert sys.modules.get("NetWork") is None  # nothing of the student's was imported here

@@ -267,3 +267,24 @@ def test_a_rate_limit_says_when_to_try_again(busy_server: str, tmp_path: Path) -
     result = grader(student_env(tmp_path), "status", "x", "--server", busy_server, "--token", "t")
     assert result.returncode == 1
     assert "too many requests (429): slow down; try again in 120 s (at " in result.stderr
+
+
+def test_the_whole_code_folder_goes_in_the_code_field(service: RunningService, tmp_path: Path) -> None:
+    folder = tmp_path / "hw3-code"
+    folder.mkdir()
+    for name in ("DataReader.py", "ImageUtils.py", "NetWork.py", "Model.py", "main.py"):
+        (folder / name).write_text(f"# {name}\n")
+    (folder / "notes.txt").write_text("not code: left out of the zip\n")
+    env = student_env(tmp_path, GRADER_SERVER=service.base_url, GRADER_TOKEN=token_of(service, "cli-gus"))
+
+    result = grader(env, "submit", "--answers", str(SHEET), "--code-folder", str(folder), "--no-wait", "--json")
+    assert result.returncode == 0, result.stderr
+    accepted = json.loads(result.stdout)
+    shown = subprocess.run(
+        [GRADER, "status", accepted["id"], "--json"], env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S
+    )
+    files = {item["field"]: item for item in json.loads(shown.stdout)["files"]}
+    assert set(files) == {"answers", "code"}
+    stored = service.user("cli-gus").get(f"/api/v1/submissions/{accepted['id']}/files/code/contents").json()
+    names = sorted(item["name"].rpartition("/")[2] for item in stored["files"])
+    assert names == ["DataReader.py", "ImageUtils.py", "Model.py", "NetWork.py", "main.py"], stored
