@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from grader.domain.evaluation import EvaluationResult, MalformedResult
 from grader.domain.results import CheckOutcome, PartStatus
 from grader.errors import RubricError
 from grader.evaluation.preprocessing import (
@@ -16,11 +17,6 @@ from grader.evaluation.preprocessing import (
 )
 from grader.rubric.registry import CheckContext, register_checker
 from grader.sandbox.code_checks_spec import EVALUATION_LABEL
-
-STUDENT_CODE_FAILURES = frozenset(
-    {"timed_out", "memory_limit", "resource_limit", "crashed", "rejected_unsafe", "rejected_invalid_file"}
-)
-"""How a sandboxed run of the student's own code can end other than evaluated: the student's to fix."""
 
 EVIDENCE_KEYS = (
     "accuracy_percent",
@@ -55,7 +51,7 @@ def resnet_architecture(context: CheckContext) -> CheckOutcome:
     if isinstance(result, CheckOutcome):
         return result
     expected = _expected(context)
-    found = result.get("architecture") or {}
+    found = result.found
     wrong = [key for key in ("activation", "block") if key in expected and found.get(key) != expected[key]]
     case = "wrong_both" if len(wrong) == 2 else f"wrong_{wrong[0]}" if wrong else "match"
     fractions = _fractions(context)
@@ -81,10 +77,14 @@ def cifar10_accuracy(context: CheckContext) -> CheckOutcome:
         return result
     target = float(context.params.get("target_percent", 90))
     floor = float(context.params.get("no_deduction_percent", 80))
-    percent = 100.0 * int(result["correct"]) / int(result["total"])
+    try:
+        percent = result.percent
+    except MalformedResult as exc:
+        message = f"The grader could not read the {label} checkpoint's accuracy ({exc}); it is scored once it can."
+        return CheckOutcome(PartStatus.ERROR, 0.0, message, _evidence(result), message)
     fraction = 1.0 if percent >= floor else deduction_fraction(percent, floor, context.params.get("deduction"))
-    text = f"Test accuracy of the {label} checkpoint: {result['accuracy_percent']:.2f} % "
-    text += f"({result['correct']}/{result['total']} CIFAR-10 test images). "
+    text = f"Test accuracy of the {label} checkpoint: {percent:.2f} % "
+    text += f"({result.correct}/{result.total} CIFAR-10 test images). "
     if percent >= target:
         text += f"Target of {target:g} % met."
     elif percent >= floor:
@@ -113,24 +113,28 @@ def deduction_fraction(percent: float, floor: float, schedule: Any) -> float:
     raise RubricError(f"deduction kind must be linear or steps, got {schedule.get('kind')!r}")
 
 
-def _evaluation(context: CheckContext) -> tuple[str, Mapping[str, Any] | CheckOutcome]:
+def _evaluation(context: CheckContext) -> tuple[str, EvaluationResult | CheckOutcome]:
     """The evaluation result for the part's checkpoint, or the outcome that replaces scoring it."""
     label = context.params.get("checkpoint")
     if not isinstance(label, str) or not label:
         raise RubricError(f"part {context.part.id}: params.checkpoint must name a checkpoint label (v1, v2)")
-    result = context.evaluations.get(label)
-    if result is None:
+    stored = context.evaluations.get(label)
+    if stored is None:
         message = (
             f"No {label} checkpoint was uploaded: upload the {label} model's weights "
             "(torch.save(model.state_dict(), ...) or .safetensors) to have it evaluated."
         )
         return label, CheckOutcome(PartStatus.MISSING, 0.0, message, public_feedback=message)
-    status = result.get("status")
-    if status == "rejected" or status in STUDENT_CODE_FAILURES:
-        message = f"The {label} checkpoint could not be evaluated: {result.get('message', 'no reason given')}"
+    try:
+        result = EvaluationResult.from_json(stored)
+    except MalformedResult as exc:
+        message = f"The grader could not read the {label} checkpoint's evaluation ({exc}); it is scored once it can."
+        return label, CheckOutcome(PartStatus.ERROR, 0.0, message, {}, message)
+    if result.students_to_fix:
+        message = f"The {label} checkpoint could not be evaluated: {result.message or 'no reason given'}"
         return label, CheckOutcome(PartStatus.INVALID, 0.0, message, _evidence(result), message)
-    if status != "evaluated":
-        reason = result.get("message") or f"evaluation status {status!r}"
+    if not result.evaluated:
+        reason = result.message or f"evaluation status {result.status!r}"
         message = f"The grader could not evaluate the {label} checkpoint ({reason}); the part is scored once it can be."
         return label, CheckOutcome(PartStatus.ERROR, 0.0, message, _evidence(result), message)
     return label, result
@@ -178,8 +182,8 @@ def _architecture_feedback(label: str, expected: Mapping[str, Any], found: Mappi
     return text + f". Expected {want} for {label}; differs in {' and '.join(wrong)}. Evidence: {reasons}."
 
 
-def _same_checkpoint(context: CheckContext, label: str, result: Mapping[str, Any]) -> list[str]:
-    sha = result.get("checkpoint_sha256")
+def _same_checkpoint(context: CheckContext, label: str, result: EvaluationResult) -> list[str]:
+    sha = result.checkpoint_sha256
     return sorted(
         other
         for other, evaluation in context.evaluations.items()
@@ -211,15 +215,15 @@ def _duplicate_note(label: str, duplicates: list[str]) -> str:
 
 
 def _preprocessing_note(
-    context: CheckContext, label: str, result: Mapping[str, Any], percent: float, floor: float
+    context: CheckContext, label: str, result: EvaluationResult, percent: float, floor: float
 ) -> str:
     """Which preprocessing was used and why, where it can explain the accuracy: a missing or unusable declaration
     (the default was used instead), and below the deduction floor, a hint that it may not match the training."""
-    used = describe_preprocessing(result.get("preprocessing") or {"kind": "?"})
-    if result.get("mode") == "student_code":  # the student's own function was run: the declaration plays no part
+    used = describe_preprocessing(result.preprocessing or {"kind": "?"})
+    if result.mode == "student_code":  # the student's own function was run: the declaration plays no part
         if percent >= NEAR_CHANCE_PERCENT:
             return ""
-        function = result.get("preprocessing_function") or "your preprocessing function"
+        function = result.preprocessing_function or "your preprocessing function"
         return f" This is near chance (10 %): check that {function} ({used}) prepares test images as in training."
     where = preprocessing_path(label)
     problem = preprocessing_problem(context.sheet, label)
@@ -238,10 +242,8 @@ def _preprocessing_note(
     return note
 
 
-def _evidence(result: Mapping[str, Any]) -> dict[str, Any]:
+def _evidence(result: EvaluationResult) -> dict[str, Any]:
     """The result's evidence; `evaluation_status` says how the evaluation ended (`evaluated`, `timed_out`...),
     so clients can tell the reasons apart without reading the feedback."""
-    evidence = {key: result[key] for key in EVIDENCE_KEYS if key in result}
-    if "status" in result:
-        evidence["evaluation_status"] = result["status"]
-    return evidence
+    stored = result.to_json()
+    return {key: stored[key] for key in EVIDENCE_KEYS if key in stored} | {"evaluation_status": result.status}

@@ -42,3 +42,22 @@ class EvaluationStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         return self in (EvaluationStatus.EVALUATED, EvaluationStatus.REJECTED, EvaluationStatus.ERROR)
+
+
+class SandboxStatus(StrEnum):
+    """How a sandboxed run ended; every value but `ok` is a result for the student, not a grader error."""
+
+    OK = "ok"
+    TIMED_OUT = "timed_out"
+    MEMORY_LIMIT = "memory_limit"
+    RESOURCE_LIMIT = "resource_limit"
+    CRASHED = "crashed"
+    REJECTED_UNSAFE = "rejected_unsafe"
+    """Set by callers: the upload was refused before anything ran (zip bomb, path traversal, links)."""
+    REJECTED_INVALID_FILE = "rejected_invalid_file"
+    """Set by callers: a file is not usable (a checkpoint that is not weights only, missing NetWork.py)."""
+
+    @property
+    def is_students_doing(self) -> bool:
+        """Every end but `ok`: the student's code (or upload) made the run end so, not the grader."""
+        return self is not SandboxStatus.OK

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from grader.domain.status import SandboxStatus
 from grader.sandbox.archive import ArchiveLimits, InvalidUpload, MaterialisedCode, UnsafeUpload, materialise_code
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.cache_key import SANDBOX_VERSION, student_code_cache_key, student_code_sha256
 from grader.sandbox.interface import ModelInterface, read_model_interface, read_network_config
-from grader.sandbox.limits import SandboxLimits, SandboxStatus
+from grader.sandbox.limits import SandboxLimits
 from grader.sandbox.runner import (
     INSECURE_ENV,
     SandboxResult,

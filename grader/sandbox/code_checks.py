@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from grader.domain.status import SandboxStatus
 from grader.sandbox import code_checks_data_reader as data_reader
 from grader.sandbox import code_checks_network as network
 from grader.sandbox import code_checks_preprocessing as preprocessing
@@ -42,7 +43,7 @@ from grader.sandbox.bwrap import Bind
 from grader.sandbox.cache_key import CODE_CHECKS_VERSION, SANDBOX_VERSION
 from grader.sandbox.code_checks_common import INCORRECT, Verdict
 from grader.sandbox.code_checks_spec import STAGES, CodeChecksSpec
-from grader.sandbox.limits import MIB, SandboxLimits, SandboxStatus
+from grader.sandbox.limits import MIB, SandboxLimits
 from grader.sandbox.reference_mode import STUDENT_LIMITS
 from grader.sandbox.runner import SandboxResult, path_inside, run_folder, run_sandboxed
 

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grader
+from grader.domain.status import SandboxStatus
 from grader.errors import InfrastructureError
 from grader.evaluation.similarity import SHA256, WeightSummary
 from grader.sandbox.bwrap import Bind
-from grader.sandbox.limits import SandboxLimits, SandboxStatus
+from grader.sandbox.limits import SandboxLimits
 from grader.sandbox.runner import isolation_here, path_inside, run_folder, run_sandboxed
 
 PACKAGE = Path(grader.__file__).resolve().parent

@@ -1,9 +1,8 @@
-"""The resource limits of one sandboxed run, and the statuses a run can end in."""
+"""The resource limits of one sandboxed run (how a run can end: grader.domain.status.SandboxStatus)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -11,20 +10,6 @@ if TYPE_CHECKING:
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-
-
-class SandboxStatus(StrEnum):
-    """How a sandboxed run ended; every value but `ok` is a result for the student, not a grader error."""
-
-    OK = "ok"
-    TIMED_OUT = "timed_out"
-    MEMORY_LIMIT = "memory_limit"
-    RESOURCE_LIMIT = "resource_limit"
-    CRASHED = "crashed"
-    REJECTED_UNSAFE = "rejected_unsafe"
-    """Set by callers: the upload was refused before anything ran (zip bomb, path traversal, links)."""
-    REJECTED_INVALID_FILE = "rejected_invalid_file"
-    """Set by callers: a file is not usable (a checkpoint that is not weights only, missing NetWork.py)."""
 
 
 @dataclass(frozen=True, slots=True)

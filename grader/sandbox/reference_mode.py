@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 import grader
+from grader.domain.status import SandboxStatus
 from grader.errors import InfrastructureError
 from grader.evaluation.cache_key import evaluation_cache_key
 from grader.evaluation.checkpoint import CheckpointRejected, read_file
@@ -38,7 +39,7 @@ from grader.evaluation.evaluate import ResultCache, Run, best_run, pick_device, 
 from grader.evaluation.preprocessing import normalize_preprocessing
 from grader.evaluation.resnet import ForwardVariant
 from grader.sandbox.bwrap import Bind
-from grader.sandbox.limits import SandboxLimits, SandboxStatus
+from grader.sandbox.limits import SandboxLimits
 from grader.sandbox.runner import (
     RESULT_FD_ENV,
     SandboxResult,

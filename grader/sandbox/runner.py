@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grader.domain.status import SandboxStatus
 from grader.errors import InfrastructureError
 from grader.sandbox import bwrap, cgroups
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.leftovers import owned_prefix
-from grader.sandbox.limits import SandboxLimits, SandboxStatus
+from grader.sandbox.limits import SandboxLimits
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from grader.domain.status import SandboxStatus
 from grader.evaluation.cache_key import EVALUATOR_VERSION
 from grader.evaluation.checkpoint import CheckpointRejected, read_file, sniff_format
 from grader.evaluation.cifar import Cifar10TestSet, load_cifar10_test
@@ -41,7 +42,7 @@ from grader.sandbox.archive import InvalidUpload, UnsafeUpload, code_sha256, rea
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.cache_key import SANDBOX_VERSION
 from grader.sandbox.interface import ModelInterface
-from grader.sandbox.limits import SandboxLimits, SandboxStatus
+from grader.sandbox.limits import SandboxLimits
 from grader.sandbox.reference_mode import STUDENT_LIMITS, run_child
 from grader.sandbox.runner import SandboxResult, isolation_here, path_inside, run_folder, run_sandboxed
 from grader.sandbox.trace import architecture_from_trace, summarize_trace

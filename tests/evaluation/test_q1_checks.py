@@ -122,6 +122,18 @@ def test_missing_rejected_and_error_evaluations(rubric: Rubric) -> None:
     assert "upload the v2 model's weights" in missing["q1.v2_architecture"].feedback
 
 
+def test_a_stored_result_that_cannot_be_read_is_the_graders_error_not_the_students(rubric: Rubric) -> None:
+    evaluations = {
+        "v1": {"status": "evaluated", "correct": 9173, "total": 0, "architecture": {"version": 1}},
+        "v2": {"status": "evaluated", "correct": "9173", "total": 10000},
+    }
+    parts = _parts(rubric, SHEET, evaluations)
+    assert parts["q1.v1_accuracy"].status is PartStatus.ERROR and parts["q1.v1_accuracy"].points == 0
+    assert "could not read the v1 checkpoint's accuracy" in parts["q1.v1_accuracy"].feedback
+    assert parts["q1.v2_accuracy"].status is PartStatus.ERROR and parts["q1.v2_architecture"].status is PartStatus.ERROR
+    assert "correct must be a whole number" in parts["q1.v2_architecture"].feedback
+
+
 IMAGENET = {"kind": "mean_std", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 DECLARATIONS = [
     # (case, declared at q1.v1_preprocessing (None: absent), what the accuracy feedback says about it)
