@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
+import threading
+import time
 
 from celery import Task, bootsteps
 from celery.exceptions import SoftTimeLimitExceeded
@@ -195,16 +198,20 @@ class SweepStep(bootsteps.StartStopStep):
 
 class HeartbeatStep(bootsteps.StartStopStep):
     """Records every `GRADER_HEARTBEAT_INTERVAL_S` seconds that this worker is alive and which queues it serves
-    (the dashboard's and `/ready`'s "workers alive") and renews the leases on the work it runs; a clean stop says so
-    at once."""
+    (the dashboard's and `/ready`'s "workers alive") and renews the leases on the work it runs.
+
+    The beats run in a thread of their own until the process ends, not on the worker's timer: a warm shutdown
+    (SIGTERM, `docker stop`) stops the worker's steps first and then waits for the task at hand, and that task's lease
+    must stay renewed while it finishes, or another worker runs it again and its own result is thrown away. The
+    process records its stop when it exits; a worker killed outright is counted gone after a few missed beats."""
 
     requires = ("celery.worker.components:Timer",)
 
     def __init__(self, worker: object, **kwargs: object) -> None:
         super().__init__(worker, **kwargs)
-        self.timer_ref: object | None = None
         self.name = ""
         self.queues: list[str] = []
+        self.thread: threading.Thread | None = None
 
     def beat(self) -> None:
         settings = get_settings()
@@ -225,11 +232,18 @@ class HeartbeatStep(bootsteps.StartStopStep):
         self.name = str(worker.hostname)
         self.queues = sorted(worker.app.amqp.queues.consume_from)
         self.beat()
-        self.timer_ref = worker.timer.call_repeatedly(get_settings().heartbeat_interval_s, self.beat, priority=10)
+        if self.thread is None:  # start() runs again when the worker restarts its consumer (a broker reconnect)
+            interval = get_settings().heartbeat_interval_s
+            self.thread = threading.Thread(target=self._beat_every, args=(interval,), name="heartbeat", daemon=True)
+            self.thread.start()
+            atexit.register(self._record_stop)
 
-    def stop(self, worker: WorkController) -> None:
-        if self.timer_ref is not None:
-            self.timer_ref.cancel()  # type: ignore[attr-defined]
+    def _beat_every(self, interval: float) -> None:
+        while True:
+            time.sleep(interval)
+            self.beat()
+
+    def _record_stop(self) -> None:
         try:
             with session_scope() as session:
                 workers.stopped(session, name=self.name)

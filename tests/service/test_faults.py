@@ -27,11 +27,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from grader.db.models import GradingJob, Score, Submission, User
+from grader.db.models import CheckpointEvaluation, GradingJob, Score, Submission, User
 from grader.db.session import session_scope
 from tests.conftest import Backends
 from tests.service.conftest import (
     CORRECT_SHEET,
+    RunningService,
     _free_port,
     api_process,
     checkpoint_evaluation,
@@ -101,6 +102,22 @@ def _check_evaluated(body: dict) -> None:
     assert accuracy["evidence"]["mode"] == "student_code" and accuracy["evidence"]["total"] == 10_000, accuracy
 
 
+def _submit_slow(
+    api: RunningService, username: str, files: list, log: Path
+) -> tuple[httpx.Client, dict, CheckpointEvaluation]:
+    """The student's submission, accepted, and its evaluation's row once a worker has claimed it (it is running)."""
+    client = api.user(username)
+    response = client.post(URL, files=files)
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    claimed = until(
+        "the evaluation starting",
+        lambda: _running_evaluation(api.env["GRADER_DATABASE_URL"], accepted["id"]),
+        log.read_text,
+    )
+    return client, accepted, claimed
+
+
 @pytest.mark.usefixtures("quiet", "sandbox")
 def test_a_worker_killed_mid_evaluation(
     backends: Backends, tmp_path: Path, run_folders: Path, cifar10_root: Path
@@ -109,21 +126,14 @@ def test_a_worker_killed_mid_evaluation(
     files = slow_student_submission(tmp_path, sleep_s=SLEEP_S, cifar10_root=cifar10_root)
     first_log, second_log = tmp_path / "first-worker.log", tmp_path / "second-worker.log"
     with api_process(env, tmp_path / "api.log") as api, extra_worker(env, log_path=first_log) as first:
-        client = api.user("fault-kai")
-        response = client.post(URL, files=files)
-        assert response.status_code == 202, response.text
-        submission_id = response.json()["id"]
-        claimed = until(
-            "the evaluation starting",
-            lambda: _running_evaluation(backends.database_url, submission_id),
-            first_log.read_text,
-        )
+        client, accepted, claimed = _submit_slow(api, "fault-kai", files, first_log)
+        submission_id = accepted["id"]
         assert claimed.lease_owner.split("@")[0].endswith(f".{first.pid}")
         os.killpg(first.pid, signal.SIGKILL)  # the worker, its pool and the sandbox: what a lost machine does
         first.wait(timeout=30)
 
         with extra_worker(env, log_path=second_log):
-            body = wait_for_final(client, response.json()["status_url"], timeout=300)
+            body = wait_for_final(client, accepted["status_url"], timeout=300)
 
     _check_evaluated(body)
     _graded_once(backends.database_url, submission_id)
@@ -140,15 +150,8 @@ def test_a_worker_stopped_mid_evaluation_finishes_it_first(
     files = slow_student_submission(tmp_path, sleep_s=SLEEP_S, cifar10_root=cifar10_root)
     first_log = tmp_path / "first-worker.log"
     with api_process(env, tmp_path / "api.log") as api, extra_worker(env, log_path=first_log) as first:
-        client = api.user("fault-sam")
-        response = client.post(URL, files=files)
-        assert response.status_code == 202, response.text
-        submission_id = response.json()["id"]
-        until(
-            "the evaluation starting",
-            lambda: _running_evaluation(backends.database_url, submission_id),
-            first_log.read_text,
-        )
+        client, accepted, _ = _submit_slow(api, "fault-sam", files, first_log)
+        submission_id = accepted["id"]
         first.send_signal(signal.SIGTERM)  # `docker stop`: Celery's warm shutdown
         assert first.wait(timeout=240) == 0, first_log.read_text()[-3000:]
         evaluation = checkpoint_evaluation(backends.database_url, submission_id)
@@ -157,7 +160,7 @@ def test_a_worker_stopped_mid_evaluation_finishes_it_first(
         assert evaluation_runs(first_log.read_text(), evaluation.id) == ["done"]
 
         with extra_worker(env, log_path=tmp_path / "second-worker.log") as second:
-            body = wait_for_final(client, response.json()["status_url"], timeout=120)
+            body = wait_for_final(client, accepted["status_url"], timeout=120)
 
     _check_evaluated(body)
     _graded_once(backends.database_url, submission_id)
@@ -200,14 +203,7 @@ def test_redis_restarted_with_jobs_queued_and_running(
     worker_log = tmp_path / "worker.log"
     try:
         with api_process(env, tmp_path / "api.log") as api, extra_worker(env, log_path=worker_log):
-            slow_client = api.user("fault-rio")
-            slow = slow_client.post(URL, files=files)
-            assert slow.status_code == 202, slow.text
-            until(
-                "the evaluation starting",
-                lambda: _running_evaluation(backends.database_url, slow.json()["id"]),
-                worker_log.read_text,
-            )
+            slow_client, slow, _ = _submit_slow(api, "fault-rio", files, worker_log)
             # Answers-only submissions queue behind it: the one worker process is busy with the evaluation.
             others = {}
             for name in ("fault-ada", "fault-bo", "fault-cy"):
@@ -223,17 +219,17 @@ def test_redis_restarted_with_jobs_queued_and_running(
             bodies = {
                 name: wait_for_final(client, sent["status_url"], timeout=300) for name, (client, sent) in others.items()
             }
-            slow_body = wait_for_final(slow_client, slow.json()["status_url"], timeout=300)
+            slow_body = wait_for_final(slow_client, slow["status_url"], timeout=300)
     finally:
         redis.kill()
         redis.wait(timeout=30)
 
     _check_evaluated(slow_body)
-    _graded_once(backends.database_url, slow.json()["id"])
+    _graded_once(backends.database_url, slow["id"])
     for name, body in bodies.items():
         assert body["status"] == "graded", (name, body)
         _graded_once(backends.database_url, body["id"])
-    evaluation = checkpoint_evaluation(backends.database_url, slow.json()["id"])
+    evaluation = checkpoint_evaluation(backends.database_url, slow["id"])
     # The run in progress when Redis went was kept: never run again (resent copies found it done).
     assert evaluation is not None and (evaluation.status, evaluation.attempts) == ("evaluated", 1)
 
