@@ -155,7 +155,7 @@ def main() -> int:
         changed = parse_rubric(
             text.replace("target_percent: 90", "target_percent: 85")
             .replace("no_deduction_percent: 80", "no_deduction_percent: 75")
-            .replace('version: "2026.11.0"', 'version: "2026.12.9"')
+            .replace('version: "2026.12.0"', 'version: "2026.12.9"')
         )
         failed = False
         for dry_run in (True, False):

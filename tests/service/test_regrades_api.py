@@ -46,7 +46,7 @@ def test_dry_run_then_apply_keeps_history_and_reviews(service: RunningService) -
     assert dry.status_code == 202 and dry.json()["total"] == 2
     report = wait_for_regrade(ta, dry.json()["status_url"])
     assert report["status"] == "finished" and (report["done"], report["failed"]) == (2, 0)
-    assert report["started_by"] == "alice" and report["rubric_version"]["after"] == "2026.11.0"
+    assert report["started_by"] == "alice" and report["rubric_version"]["after"] == "2026.12.0"
     assert report["summary"] == {"up": 0, "down": 0, "unchanged": 2}  # the rubric did not change
     items = {item["user"]: item for item in report["items"]}
     staff_view = instructor.get(first["status_url"]).json()

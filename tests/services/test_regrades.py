@@ -26,7 +26,7 @@ RUBRIC_TEXT = (REPO_ROOT / "rubrics" / "csce636-hw3.yaml").read_text()
 # the rubric change: a correct count under another convention than the declared one earns 0.8, not 0.5
 CHANGED = parse_rubric(
     RUBRIC_TEXT.replace("mismatched_includes: 0.5", "mismatched_includes: 0.8").replace(
-        'version: "2026.11.0"', 'version: "2026.12.1"'
+        'version: "2026.12.0"', 'version: "2026.12.1"'
     )
 )
 
@@ -85,7 +85,7 @@ def test_a_dry_run_diff_matches_the_applied_result_and_keeps_history_and_reviews
         assert diff["bo"]["changes"] == {} and diff["bo"]["old_score"] == diff["bo"]["new_score"]
         view = regrades.describe_regrade(dry)
         assert view["summary"] == {"up": 1, "down": 0, "unchanged": 1}
-        assert view["rubric_version"] == {"before": ["2026.11.0"], "after": "2026.12.1"}
+        assert view["rubric_version"] == {"before": ["2026.12.0"], "after": "2026.12.1"}
         session.expire_all()
         assert [len(s.jobs) for s in klass.values()] == [1, 1]  # a dry run writes nothing
 
