@@ -6,7 +6,7 @@ Compared, on 2 CPU threads (and on the GPU when there is one):
   plain module written for these weights: once at the evaluator's batch size and memory layout (the
   evaluator's overhead) and once as a typical script writes it (NCHW, batches of 1000);
 - a per-image loop, timed on the first 500 images and extrapolated to 10,000 (said in the output);
-- the service's path: the same evaluation in a fresh sandboxed child (grader.sandbox.reference_mode), so the
+- the service's path: the same evaluation in a fresh sandboxed child (grader.evaluation.reference_mode), so the
   cost of isolation (starting Python and torch in a sandbox, reading the images file) shows as a ratio.
 Targets: evaluator ≥ 0.9× the bare loops' speed and ≥ 10× the per-image loop's.
 
@@ -29,10 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from grader.evaluation import evaluate as evaluator
+from grader.evaluation import reference_mode
 from grader.evaluation.architecture import infer_network
 from grader.evaluation.cifar import load_cifar10_test
 from grader.evaluation.transforms import Preprocess
-from grader.sandbox import SandboxLimits, reference_mode, sandbox_available
+from grader.sandbox import SandboxLimits, sandbox_available
 from grader.settings import Settings
 
 THREADS = 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from grader.answers.sheet import parse_answer_sheet
 from grader.answers.validate import require_valid_sheet
 from grader.domain.results import GradeReport
-from grader.errors import InfrastructureError, InputError, InvalidAnswer
+from grader.errors import InputError, InvalidAnswer
 from grader.rubric.engine import grade_sheet
 from grader.rubric.model import Rubric
 
@@ -27,88 +27,69 @@ def evaluate_checkpoints_locally(
     rubric_path: Path | None = None,
     limits: SandboxLimits,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate each checkpoint as the `gpu` worker task would, each in a sandboxed child (for `grader grade`).
+    """Evaluate each checkpoint as the `gpu` worker task would, each in a sandboxed child (for `grader grade`):
+    the same requests (grader.evaluation.request) from the files given instead of stored ones.
 
     A checkpoint with code (`code[label]`: a folder or a zip of the student's .py files) runs in student-code
     mode, in the sandbox; the others in reference mode. With code, the Q1 code checks run too (as `code`).
     """
-    from grader.evaluation import evaluate_checkpoint, evaluation_preprocessing
+    from grader.evaluation.request import checkpoint_request, code_checks_request, run_request
     from grader.evaluation.safety import require_safe_torch
+    from grader.evaluation.student.code_checks_spec import EVALUATION_LABEL
 
     if checkpoints:
         require_safe_torch()
+    files = LocalFiles()
+    code_ids = {label: files.add_code(path, field=f"{label}_code") for label, path in (code or {}).items()}
+    if code_ids and rubric_path is None:
+        raise InputError("student code needs the assignment's rubric (its model_interface)", field="--code")
+    rubric = rubric_path or Path("-")
+    requests = {}
     results: dict[str, dict[str, Any]] = {}
     for label, path in checkpoints.items():
-        # Evaluated even when the declaration cannot be used: the architecture part needs only the weights.
-        preprocessing = evaluation_preprocessing(sheet, label)
-        if code and label in code:
-            results[label] = _evaluate_code_locally(sheet, label, path, code[label], cifar10_root, rubric_path, limits)
-        else:
-            results[label] = evaluate_checkpoint(
-                path, label=label, preprocessing=preprocessing, cifar10_root=cifar10_root, limits=limits
+        try:
+            requests[label] = checkpoint_request(
+                label, sheet, files.add_file(path), code_sha256=code_ids.get(label), rubric=rubric
             )
-    if code and rubric_path is not None:
-        results.update(_code_checks_locally(code, rubric_path, limits))
+        except InvalidAnswer as exc:  # the sheet does not say how to run it, as in the service
+            results[label] = {"status": "rejected", "message": exc.message}
+    if code_ids:
+        label = min(code_ids)  # v1 before v2, as the service prefers v1_code
+        checks = code_checks_request(f"{label}_code", code_ids[label], rubric=rubric)
+        if checks is not None:
+            requests[EVALUATION_LABEL] = checks
+    for label, request in requests.items():
+        results[label] = run_request(request, files, cifar10_root=cifar10_root, limits=limits).to_json()
     return results
 
 
-def _code_checks_locally(
-    code: Mapping[str, Path], rubric_path: Path, limits: SandboxLimits
-) -> dict[str, dict[str, Any]]:
-    """The Q1 code checks on the first code given (v1's, else v2's), as the worker runs them: {"code": result}."""
-    from grader.sandbox import materialise_code
-    from grader.sandbox.archive import read_code_dir
-    from grader.sandbox.code_checks import run_code_checks
-    from grader.sandbox.code_checks_spec import EVALUATION_LABEL, read_code_checks
-    from grader.sandbox.leftovers import owned_prefix
+class LocalFiles:
+    """The files given on the command line, by sha256, as a request reads them (grader.evaluation.request)."""
 
-    spec = read_code_checks(rubric_path)
-    if spec is None:
-        return {}
-    label = min(code)  # v1 before v2, as the service prefers v1_code
-    path, field = code[label], f"{label}_code"
-    upload = read_code_dir(path, field=field) if path.is_dir() else path.read_bytes()
-    with tempfile.TemporaryDirectory(prefix=owned_prefix("grader-code-")) as folder:
-        materialised = materialise_code(upload, Path(folder) / "code", field=field)
-        result = run_code_checks(materialised.directory, spec, limits=limits)
-    return {EVALUATION_LABEL: {**result, "code_field": field}}
+    def __init__(self) -> None:
+        self._paths: dict[str, Path] = {}
+        self._bytes: dict[str, bytes] = {}
 
+    def add_file(self, path: Path) -> str:
+        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self._paths[sha256] = path
+        return sha256
 
-def _evaluate_code_locally(
-    sheet: Mapping[str, Any],
-    label: str,
-    checkpoint: Path,
-    code: Path,
-    cifar10_root: Path | None,
-    rubric_path: Path | None,
-    limits: SandboxLimits,
-) -> dict[str, Any]:
-    from grader.sandbox import evaluate_student_code, materialise_code, read_model_interface, read_network_config
-    from grader.sandbox.archive import read_code_dir
-    from grader.sandbox.leftovers import owned_prefix
+    def add_code(self, path: Path, *, field: str) -> str:
+        """A code folder or zip, normalised as the service stores a code upload (same code, same key)."""
+        from grader.sandbox.archive import normalise_code_upload, read_code_dir
 
-    interface = read_model_interface(rubric_path) if rubric_path is not None else None
-    if interface is None:
-        raise InputError("the rubric declares no model_interface, so student code cannot be run", field="--code")
-    if cifar10_root is None:
-        raise InfrastructureError("GRADER_CIFAR10_ROOT is not set: the folder holding cifar-10-batches-py/")
-    try:
-        config = read_network_config(sheet, label, interface)
-        interface.arguments(label, config)
-    except InvalidAnswer as exc:
-        return {"status": "rejected", "message": exc.message, "mode": "student_code"}
-    upload = read_code_dir(code, field=f"{label}_code") if code.is_dir() else code.read_bytes()
-    with tempfile.TemporaryDirectory(prefix=owned_prefix("grader-code-")) as folder:
-        materialised = materialise_code(upload, Path(folder) / "code", field=f"{label}_code")
-        return evaluate_student_code(
-            materialised.directory,
-            checkpoint,
-            label=label,
-            config=config,
-            interface=interface,
-            cifar10_root=cifar10_root,
-            limits=limits,
-        )
+        files = read_code_dir(path, field=field) if path.is_dir() else [(path.name, path.read_bytes())]
+        upload = normalise_code_upload(files, field=field)
+        sha256 = hashlib.sha256(upload).hexdigest()
+        self._bytes[sha256] = upload
+        return sha256
+
+    def path_for(self, sha256: str) -> Path:
+        return self._paths[sha256]
+
+    def read_bytes(self, sha256: str) -> bytes:
+        return self._bytes[sha256] if sha256 in self._bytes else self._paths[sha256].read_bytes()
 
 
 def grade_answer_file(

@@ -142,10 +142,16 @@ def test_services_import_no_web_layer() -> None:
     assert _violations(_import_graph(), ("grader.services",), ("grader.api", "grader.web", "grader.cli")) == []
 
 
+def test_the_sandbox_is_only_the_mechanism() -> None:
+    """It runs untrusted programs under limits; what they compute (Q1, CIFAR-10, checkpoints) is evaluation's."""
+    q1 = ("grader.evaluation", "grader.checks", "grader.rubric", "grader.answers", "grader.grading")
+    assert _violations(_import_graph(), ("grader.sandbox",), q1) == []
+
+
 def test_the_graph_sees_imports_inside_functions_and_relative_ones() -> None:
     """The checks above would pass on an empty graph: it must hold edges that are known to exist."""
     graph = _import_graph()
     assert "grader.queues" in graph["grader.api.deps"]  # top-level
     assert "grader.checks" in graph["grader.rubric.engine"]  # imported inside a function
-    assert "grader.services.code_uploads" in graph["grader.services.submissions"]  # inside a function
+    assert "grader.sandbox.archive" in graph["grader.services.submissions"]  # inside a function
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

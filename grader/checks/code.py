@@ -1,5 +1,5 @@
 """The Q1 code parts ((a) DataReader, (b) ImageUtils, (d) Model): the verdicts of the sandboxed code checks
-(grader/sandbox/code_checks.py) turned into points, suggested to a person or final as the rubric says.
+(grader/evaluation/student/code_checks.py) turned into points, suggested to a person or final as the rubric says.
 
     - id: q1.augmentation
       checker: code_check
@@ -23,8 +23,8 @@ from typing import Any
 from grader.domain.results import CheckOutcome, PartStatus
 from grader.errors import InvalidAnswer, RubricError
 from grader.evaluation.preprocessing import declared_preprocessing, describe_preprocessing, normalize_preprocessing
+from grader.evaluation.student.code_checks_spec import EVALUATION_LABEL
 from grader.rubric.registry import CheckContext, register_checker
-from grader.sandbox.code_checks_spec import EVALUATION_LABEL
 
 CREDIT = {"correct": 1.0, "incorrect": 0.0}
 NOT_APPLICABLE = "not_applicable"

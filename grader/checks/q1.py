@@ -15,8 +15,8 @@ from grader.evaluation.preprocessing import (
     preprocessing_path,
     preprocessing_problem,
 )
+from grader.evaluation.student.code_checks_spec import EVALUATION_LABEL
 from grader.rubric.registry import CheckContext, register_checker
-from grader.sandbox.code_checks_spec import EVALUATION_LABEL
 
 EVIDENCE_KEYS = (
     "accuracy_percent",
@@ -141,7 +141,7 @@ def _evaluation(context: CheckContext) -> tuple[str, EvaluationResult | CheckOut
 
 
 def _network_code_check(context: CheckContext, expected: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The code checks' verdict on the student's NetWork.ResNet for this version (grader/sandbox/code_checks.py)."""
+    """The code checks' verdict on the student's NetWork.ResNet for this version (evaluation/student/code_checks.py)."""
     result = context.evaluations.get(EVALUATION_LABEL)
     checks = result.get("checks") if isinstance(result, Mapping) and result.get("status") == "checked" else None
     check = checks.get(f"network_v{expected.get('version')}") if isinstance(checks, Mapping) else None

@@ -1,10 +1,10 @@
 """The evaluation child: loads one uploaded checkpoint and predicts, in a process of its own.
 
-Run as `python -m grader.evaluation.child JOB.json`, inside the sandbox (see grader/sandbox/reference_mode.py).
+Run as `python -m grader.evaluation.child JOB.json`, inside the sandbox (see grader/evaluation/reference_mode.py).
 Uploaded checkpoints are untrusted: even a weights-only load is a parser facing hostile bytes, so it never
 happens in the API or the worker's own process. The job names the checkpoint, the test images as raw uint8
 records WITHOUT labels, the preprocessing, the device and which forward-pass variants to run. Exactly one JSON
-document goes to the result pipe (`$GRADER_RESULT_FD`):
+reply goes to the result pipe (grader/sandbox/protocol.py):
 
     {"status": "predicted", "checkpoint": {...}, "architecture": {...}, "device": ..., "variants_left": int,
      "runs": [{"variant": {...}, "predictions": [int, ...]}, ...], "seconds": {...}}
@@ -24,7 +24,6 @@ writes can set an accuracy.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -40,23 +39,22 @@ from grader.evaluation.preprocessing import normalize_preprocessing
 from grader.evaluation.program import Program, ProgramRejected, WeightsMismatch
 from grader.evaluation.resnet import applicable_variants
 from grader.evaluation.transforms import Preprocess
+from grader.sandbox import protocol
 
-RESULT_FD_ENV = "GRADER_RESULT_FD"
 RECORD_BYTES = 3 * 32 * 32
 VARIANTS = ("default", "alternatives")
 """Which variants a job runs: the first applicable one, or all the others (after a low default score)."""
 
 
 def main(argv: list[str]) -> int:
-    result_fd = int(os.environ[RESULT_FD_ENV])
-    with os.fdopen(result_fd, "wb") as result:
+    with protocol.result_channel() as channel:
         try:
-            payload = run_job(json.loads(Path(argv[1]).read_text()))
+            reply = run_job(json.loads(Path(argv[1]).read_text()))
         except torch.OutOfMemoryError as exc:
-            payload = {"status": "error", "kind": "device_memory", "message": str(exc)[:1000]}
+            reply = protocol.error("device_memory", str(exc)[:1000])
         except MemoryError:
-            payload = {"status": "error", "kind": "memory", "message": "MemoryError"}
-        result.write(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+            reply = protocol.error("memory", "MemoryError")
+        protocol.send(channel, reply)
     return 0
 
 
@@ -69,7 +67,7 @@ def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
     data = Path(job["checkpoint"]).read_bytes()
     model = load_reference(data, str(job["checkpoint_sha256"]), device)
     if isinstance(model, Rejection):
-        return {"status": "rejected", "message": model.message, "architecture": model.architecture}
+        return protocol.rejected(model.message, architecture=model.architecture)
     loaded = time.perf_counter()
     variants = applicable_variants(model.network.spec)
     selected = variants[:1] if job["variants"] == "default" else variants[1:]
@@ -102,7 +100,7 @@ def run_program_job(job: Mapping[str, Any]) -> dict[str, Any]:
     try:
         checkpoint = parse_checkpoint(data, sha256=str(job["checkpoint_sha256"]), device=torch.device("cpu"))
     except CheckpointRejected as exc:
-        return {"status": "rejected", "message": exc.message, "cause": "checkpoint"}
+        return protocol.rejected(exc.message, cause="checkpoint")
     try:
         program = Program.from_json(json.loads(Path(job["program"]).read_text()))
         network = program.bind(checkpoint.tensors, checkpoint.stripped_prefix).to(device)
@@ -114,7 +112,7 @@ def run_program_job(job: Mapping[str, Any]) -> dict[str, Any]:
             predictions = _predict_program(network, images, preprocess, int(job["batch_size"]), program.fixed_batch)
     except ProgramRejected as exc:
         cause = "weights" if isinstance(exc, WeightsMismatch) else "program"
-        return {"status": "rejected", "message": exc.message, "cause": cause}
+        return protocol.rejected(exc.message, cause=cause)
     return {
         "status": "predicted",
         "checkpoint": checkpoint.describe(),

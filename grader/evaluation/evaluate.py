@@ -1,7 +1,7 @@
 """Evaluating one checkpoint on the CIFAR-10 test set: load, map onto the reference, predict, summarise.
 
 The pieces run in whichever process loads the file: for uploads, always a sandboxed child (grader/evaluation/
-child.py, started by grader.sandbox.reference_mode, which scores with `best_run` and `summarize`).
+child.py, started by grader.evaluation.reference_mode, which scores with `best_run` and `summarize`).
 `evaluate_in_process` runs everything in the calling process: for trusted files only (tests, benchmarks).
 """
 

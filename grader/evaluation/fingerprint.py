@@ -1,102 +1,69 @@
-"""A checkpoint's weight summary for integrity checks (see grader/evaluation/similarity.py for what it holds).
+"""Summarising uploaded checkpoints' weights for integrity checks, in sandboxed children, as evaluations are loaded.
 
-Run as `python -m grader.evaluation.fingerprint JOB.json` in a sandboxed child (grader/sandbox/fingerprint.py):
-like an evaluation, it parses uploaded files with the weights-only loader, which never happens in the API's or
-the worker's own process. The job names the checkpoints (sha256 → path); exactly one JSON document goes to the
-result pipe (`$GRADER_RESULT_FD`):
-
-    {"status": "done", "results": {sha256: {"status": "summarized", ...} | {"status": "rejected", "message": ...}}}
-    {"status": "error", "kind": "memory", "message": ...}
+The caller's process never parses an uploaded checkpoint: each batch of files goes to a fresh child
+(`python -m grader.evaluation.fingerprint_child`, the grader's own code only) under bwrap with the sandbox's limits,
+or, where bubblewrap cannot run, a plain child process with the same RLIMITs (like reference-mode evaluations).
+What comes back is checked before it is used: a child that a hostile file subverted can only misdescribe the files
+it was given, so callers give one child one student's files. Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import sys
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
-import torch
+from grader.domain.status import SandboxStatus
+from grader.errors import InfrastructureError
+from grader.evaluation.sandboxed import limit_text, run_grader_module
+from grader.evaluation.similarity import SHA256, WeightSummary
+from grader.sandbox.limits import SandboxLimits
+from grader.sandbox.protocol import REJECTED, Reply
+from grader.sandbox.runner import isolation_here
 
-from grader.evaluation.checkpoint import CheckpointRejected, LoadedCheckpoint, parse_checkpoint
-from grader.evaluation.similarity import BUCKET_HASH, HASH_PRIME, SIGN_HASH, SKETCH_SIZE, Layer, WeightSummary
-
-RESULT_FD_ENV = "GRADER_RESULT_FD"
-
-
-def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over each tensor's name, dtype, shape and raw bytes, in sorted name order."""
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
-        header = json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape), len(raw)])
-        digest.update(header.encode("utf-8") + b"\n")
-        digest.update(raw)
-    return digest.hexdigest()
+MAX_MESSAGE = 2000
 
 
-def sketch(tensor: torch.Tensor) -> np.ndarray | None:
-    """The tensor's values centred on their mean as a unit vector of SKETCH_SIZE (see similarity.py); None for a
-    constant tensor or one with a NaN or an infinity (no correlation is defined)."""
-    values = tensor.detach().cpu().reshape(-1).to(torch.float64)
-    if values.numel() < 2 or not bool(torch.isfinite(values).all()):
-        return None
-    centred = values - values.mean()
-    if centred.numel() <= SKETCH_SIZE:
-        vector = torch.zeros(SKETCH_SIZE, dtype=torch.float64)
-        vector[: centred.numel()] = centred
-    else:
-        position = torch.arange(centred.numel(), dtype=torch.int64)
-        bucket = (BUCKET_HASH[0] * position + BUCKET_HASH[1]) % HASH_PRIME % SKETCH_SIZE
-        sign = 1 - 2 * ((SIGN_HASH[0] * position + SIGN_HASH[1]) % HASH_PRIME % 2)
-        vector = torch.zeros(SKETCH_SIZE, dtype=torch.float64).index_add_(0, bucket, centred * sign)
-    norm = float(vector.norm())
-    if norm == 0.0:
-        return None
-    return (vector / norm).to(torch.float32).numpy()
+@dataclass(frozen=True, slots=True)
+class Unusable:
+    """A file that is not a usable checkpoint (a fact about its bytes: worth caching), or a run that failed
+    (not: `final` is False), with the reason in words."""
+
+    message: str
+    final: bool
 
 
-def summarize(checkpoint: LoadedCheckpoint) -> WeightSummary:
-    """The checkpoint's tensor hash and a sketch of each weight tensor (floating, two or more dimensions)."""
-    layers: dict[str, Layer] = {}
-    for name, tensor in checkpoint.tensors.items():
-        if tensor.ndim < 2 or not tensor.is_floating_point():
-            continue
-        vector = sketch(tensor)
-        if vector is not None:
-            layers[name] = Layer(tuple(tensor.shape), vector)
-    return WeightSummary(tensors_sha256(checkpoint.tensors), layers)
+def summarize_checkpoints(files: Mapping[str, bytes], *, limits: SandboxLimits) -> dict[str, WeightSummary | Unusable]:
+    """sha256 → its summary or why there is none, for every file given, from one sandboxed child run."""
+    isolation = isolation_here(process_fallback=True)
+    for sha256 in files:
+        if not SHA256.fullmatch(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    run = run_grader_module(
+        "grader.evaluation.fingerprint_child",
+        {"threads": limits.threads, "checkpoints": list(files)},
+        {sha256: (f"{sha256}.bin", data) for sha256, data in files.items()},
+        limits=limits,
+        isolation=isolation,
+        prefix="grader-fingerprint-",
+    )
+    if run.status is not SandboxStatus.OK:
+        failed = Unusable(f"reading the checkpoint {run.message}", final=False)
+        return dict.fromkeys(files, failed)
+    reply = Reply.read(run.payload)
+    if reply.failed:
+        return dict.fromkeys(files, Unusable(f"reading the checkpoint {limit_text(reply.kind, limits)}", final=False))
+    results = reply.mapping("results")
+    if reply.status != "summarized" or results is None or set(results) != set(files):
+        detail = run.payload_error or run.stderr_tail[-500:] or "no result"
+        raise InfrastructureError(f"the fingerprint child returned an unusable result: {detail}")
+    return {sha256: _checked(results[sha256]) for sha256 in files}
 
 
-def summarize_file(data: bytes, sha256: str) -> dict[str, Any]:
-    """JSON-ready: the summary, or `{"status": "rejected", "message"}` for a file that is not a checkpoint."""
+def _checked(value: object) -> WeightSummary | Unusable:
+    reply = Reply.read(value)
+    if reply.status == REJECTED:
+        return Unusable(reply.message or "not a usable checkpoint", final=True)
     try:
-        checkpoint = parse_checkpoint(data, sha256=sha256, device=torch.device("cpu"))
-    except CheckpointRejected as exc:
-        return {"status": "rejected", "message": exc.message}
-    return summarize(checkpoint).to_json()
-
-
-def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
-    torch.set_num_threads(int(job["threads"]))
-    results = {sha256: summarize_file(Path(path).read_bytes(), sha256) for sha256, path in job["checkpoints"].items()}
-    return {"status": "done", "results": results}
-
-
-def main(argv: list[str]) -> int:
-    with os.fdopen(int(os.environ[RESULT_FD_ENV]), "wb") as result:
-        try:
-            payload = run_job(json.loads(Path(argv[1]).read_text()))
-        except MemoryError:
-            payload = {"status": "error", "kind": "memory", "message": "MemoryError"}
-        result.write(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+        return WeightSummary.from_json(value)
+    except ValueError as exc:
+        return Unusable(f"the summary of this checkpoint was unusable ({exc})", final=False)

@@ -2,7 +2,7 @@
 
 Student-code mode takes nothing the student's process says about itself on trust: that process runs their code,
 so it could write any result. It only builds the network and hands back its computation graph (torch.export,
-functionalised, written as JSON by grader/sandbox/harness.py: no pickle). Here the grader
+functionalised, written as JSON by grader/evaluation/student/harness.py: no pickle). Here the grader
 - checks the graph: every operation is on an allow-list of what a CIFAR ResNet needs (convolutions, batch
   norm, activations, additions, pooling, linear layers, reshaping, padding, slicing at fixed positions);
   anything else (lookups, gathers, comparisons, data-dependent indexing, Python callables) rejects the run
@@ -12,7 +12,7 @@ functionalised, written as JSON by grader/sandbox/harness.py: no pickle). Here t
 - runs it, in a sandboxed child with no student code (grader/evaluation/child.py), on the test images
   preprocessed by the grader's own transform;
 - records the calls of one pass as trace events (`[op, module, inputs, attributes]`, the format
-  grader/sandbox/trace.py reads), so the architecture is inferred from the graph the grader itself ran.
+  grader/evaluation/student/trace.py reads), so the architecture is inferred from the graph the grader itself ran.
 
 Module names in the graph are labels the student's code chose; they only group calls into blocks. What the
 blocks compute (which convolutions feed which additions, kernel sizes, strides) is what the grader ran.
@@ -74,7 +74,7 @@ RECORDED: dict[str, str] = {
     "aten.max_pool2d_with_indices.default": "pool",
     "aten.adaptive_max_pool2d.default": "pool",
 }
-"""Operations recorded as trace events, by the kind grader/sandbox/trace.py knows them as."""
+"""Operations recorded as trace events, by the kind grader/evaluation/student/trace.py knows them as."""
 
 PASSED_THROUGH = frozenset(
     {
@@ -266,7 +266,7 @@ class BoundProgram:
         return self._run(images, None)
 
     def trace(self, images: torch.Tensor) -> dict[str, Any]:
-        """One pass recorded as grader/sandbox/trace.py reads it: events, leaf modules, parameter count."""
+        """One pass recorded as grader/evaluation/student/trace.py reads it: events, leaf modules, parameter count."""
         recorder = _Recorder(self.program)
         self._run(images, recorder)
         return {

@@ -1,6 +1,6 @@
 """Comparing checkpoints' weights without loading them: per-artifact summaries and the correlations between them.
 
-A summary (made once per checkpoint by grader/evaluation/fingerprint.py, inside a sandboxed child) holds:
+A summary (made once per checkpoint by grader/evaluation/fingerprint_child.py, inside a sandboxed child) holds:
 - `tensors_sha256`: a hash over every tensor's (prefix-stripped) name, dtype, shape and raw bytes, in sorted name
   order, so the same weights re-saved in another format, container or key order hash alike;
 - per weight tensor (floating, two or more dimensions: conv and linear weights), its values centred on their mean

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from grader.db.models import CheckpointEvaluation, Submission, as_utc, utcnow
 from grader.domain.status import EvaluationStatus
-from grader.errors import InfrastructureError, InvalidAnswer
+from grader.errors import InvalidAnswer
+from grader.evaluation.request import EvaluationRequest, checkpoint_request, code_checks_request
 from grader.services import leases
 from grader.services.submissions import CHECKPOINT_FIELDS
 from grader.settings import Settings
@@ -35,19 +35,6 @@ class EvaluationPlan:
     @property
     def ready(self) -> bool:
         return not self.pending
-
-
-@dataclass(frozen=True, slots=True)
-class EvaluationRequest:
-    """What one checkpoint's evaluation is keyed and run by, in either mode."""
-
-    label: str
-    checkpoint_sha256: str
-    cache_key: str
-    preprocessing: dict[str, Any]
-    mode: str = "reference"
-    code_sha256: str | None = None
-    config: dict[str, Any] | None = None
 
 
 def plan_evaluations(
@@ -69,40 +56,35 @@ def plan_evaluations(
     files = {upload.field: upload.artifact_sha256 for upload in submission.files}
     for label in (name for name in CHECKPOINT_FIELDS if name in files):
         try:
-            request = _request(label, files, sheet, submission.assignment_id, settings)
+            request = checkpoint_request(
+                label, sheet, files[label], code_sha256=files.get(f"{label}_code"), rubric=_rubric(submission, settings)
+            )
         except InvalidAnswer as exc:
             # The sheet does not say how to run it: a result for the checkers, nothing to evaluate.
             plan.results[label] = {"status": "rejected", "message": exc.message}
             continue
         _settle(plan, label, _find_or_create(session, request), since)
-    _plan_code_checks(session, plan, files, submission.assignment_id, settings, since)
+    _plan_code_checks(session, plan, files, _rubric(submission, settings), since)
     session.flush()
     return plan
 
 
+def _rubric(submission: Submission, settings: Settings) -> Path:
+    return settings.rubrics_dir / f"{submission.assignment_id}.yaml"
+
+
 def _plan_code_checks(
-    session: Session,
-    plan: EvaluationPlan,
-    files: Mapping[str, str],
-    assignment_id: str,
-    settings: Settings,
-    since: datetime,
+    session: Session, plan: EvaluationPlan, files: Mapping[str, str], rubric: Path, since: datetime
 ) -> None:
-    """The Q1 code checks (grader/sandbox/code_checks.py) of the submission's code, when the rubric declares them:
-    one sandboxed run per code upload, cached by the code's hash and the rubric's `code_checks:` section, whether or
-    not a checkpoint came with it. Their result joins the plan as `code`."""
-    from grader.sandbox.cache_key import code_checks_cache_key
-    from grader.sandbox.code_checks_spec import CODE_FIELDS, EVALUATION_LABEL, read_code_checks
+    """The Q1 code checks of the submission's code, when the rubric declares them: one sandboxed run per code upload,
+    cached by the code's hash and the rubric's `code_checks:` section, whether or not a checkpoint came with it.
+    Their result joins the plan as `code`."""
+    from grader.evaluation.student.code_checks_spec import CODE_FIELDS, EVALUATION_LABEL
 
     field = next((name for name in CODE_FIELDS if name in files), None)
-    if field is None:
-        return
-    spec = read_code_checks(settings.rubrics_dir / f"{assignment_id}.yaml")
-    if spec is None:
-        return
-    key = code_checks_cache_key(code_sha256=files[field], spec=spec.to_json())
-    request = EvaluationRequest(field, files[field], key, {}, "code_checks", files[field], {"spec": spec.to_json()})
-    _settle(plan, EVALUATION_LABEL, _find_or_create(session, request), since)
+    request = code_checks_request(field, files[field], rubric=rubric) if field is not None else None
+    if request is not None:
+        _settle(plan, EVALUATION_LABEL, _find_or_create(session, request), since)
 
 
 def _settle(plan: EvaluationPlan, label: str, row: CheckpointEvaluation, since: datetime) -> None:
@@ -117,31 +99,6 @@ def _settle(plan: EvaluationPlan, label: str, row: CheckpointEvaluation, since: 
         plan.pending[label] = row
 
 
-def _request(
-    label: str, files: Mapping[str, str], sheet: Mapping[str, Any], assignment_id: str, settings: Settings
-) -> EvaluationRequest:
-    # Imported here so that grading answer sheets without checkpoints never loads the evaluator.
-    from grader.evaluation import evaluation_cache_key, evaluation_preprocessing
-
-    # Evaluated even when the declaration cannot be used: the architecture part needs only the weights.
-    preprocessing = evaluation_preprocessing(sheet, label)
-    checkpoint = files[label]
-    code = files.get(f"{label}_code")
-    if code is None:
-        return EvaluationRequest(label, checkpoint, evaluation_cache_key(checkpoint, preprocessing), preprocessing)
-    from grader.sandbox import read_model_interface, read_network_config, student_code_cache_key
-
-    interface = read_model_interface(settings.rubrics_dir / f"{assignment_id}.yaml")
-    if interface is None:
-        raise InvalidAnswer(f"this assignment does not run student code; upload {label} without {label}_code")
-    arguments = interface.arguments(label, read_network_config(sheet, label, interface))
-    key = student_code_cache_key(
-        code_sha256=code, checkpoint_sha256=checkpoint, label=label, arguments=arguments, interface=interface
-    )
-    config = {"arguments": arguments, "interface": interface.to_json()}
-    return EvaluationRequest(label, checkpoint, key, preprocessing, "student_code", code, config)
-
-
 def _find_or_create(session: Session, request: EvaluationRequest) -> CheckpointEvaluation:
     from grader.evaluation import EVALUATOR_VERSION
 
@@ -151,7 +108,7 @@ def _find_or_create(session: Session, request: EvaluationRequest) -> CheckpointE
         return row
     row = CheckpointEvaluation(
         cache_key=request.cache_key,
-        artifact_sha256=request.checkpoint_sha256,
+        artifact_sha256=request.artifact_sha256,
         label=request.label,
         preprocessing=request.preprocessing,
         evaluator_version=EVALUATOR_VERSION,
@@ -175,7 +132,7 @@ def run_evaluation(
 
     `worker`: the lease owner (the Celery node name). While another worker holds the evaluation under a live lease,
     this does nothing and returns False: that worker stores the result and wakes the waiting jobs."""
-    from grader.evaluation import evaluate_checkpoint
+    from grader.evaluation.request import run_request
     from grader.sandbox import SandboxLimits
 
     row = session.get(CheckpointEvaluation, evaluation_id)
@@ -191,20 +148,18 @@ def run_evaluation(
         return finish_evaluation_with_error(session, row=row, message=f"gave up after {max_attempts} attempts")
     row.status, row.started_at, row.worker = str(EvaluationStatus.RUNNING), utcnow(), socket.gethostname()
     session.commit()
+    request = EvaluationRequest(
+        label=row.label,
+        artifact_sha256=row.artifact_sha256,
+        cache_key=row.cache_key,
+        preprocessing=row.preprocessing,
+        mode=row.mode,
+        code_sha256=row.code_sha256,
+        config=row.config,
+    )
     store = ArtifactStore(settings.resolved_storage_dir)
-    path = store.path_for(row.artifact_sha256)
-    if row.mode == "student_code":
-        result = _evaluate_student_code(row, store, path, settings)
-    elif row.mode == "code_checks":
-        result = _run_code_checks(row, store, settings)
-    else:
-        result = evaluate_checkpoint(
-            path,
-            label=row.label,
-            preprocessing=row.preprocessing,
-            cifar10_root=settings.cifar10_root,
-            limits=SandboxLimits.from_settings(settings),
-        )
+    limits = SandboxLimits.from_settings(settings)
+    result = run_request(request, store, cifar10_root=settings.cifar10_root, limits=limits).to_json()
     if not leases.still_held(session, CheckpointEvaluation, row.id, owner=owner):
         # Our lease lapsed (the database was out of reach for longer than a lease) and another worker took it over.
         session.rollback()
@@ -217,47 +172,6 @@ def run_evaluation(
     leases.release(row)
     session.commit()
     return True
-
-
-def _evaluate_student_code(
-    row: CheckpointEvaluation, store: ArtifactStore, checkpoint: Path, settings: Settings
-) -> dict[str, Any]:
-    from grader.sandbox import SandboxLimits, evaluate_student_code, materialise_code
-    from grader.sandbox.interface import parse_model_interface
-
-    if row.code_sha256 is None or row.config is None:
-        raise InfrastructureError(f"evaluation {row.id} is in student-code mode but has no code or config")
-    if settings.cifar10_root is None:
-        raise InfrastructureError("GRADER_CIFAR10_ROOT is not set: the folder holding cifar-10-batches-py/")
-    from grader.sandbox.leftovers import owned_prefix
-
-    with tempfile.TemporaryDirectory(prefix=owned_prefix("grader-code-")) as folder:
-        code = materialise_code(store.read_bytes(row.code_sha256), Path(folder) / "code", field=f"{row.label}_code")
-        return evaluate_student_code(
-            code.directory,
-            checkpoint,
-            label=row.label,
-            config=row.config["arguments"],
-            interface=parse_model_interface(row.config["interface"]),
-            cifar10_root=settings.cifar10_root,
-            limits=SandboxLimits.from_settings(settings),
-        )
-
-
-def _run_code_checks(row: CheckpointEvaluation, store: ArtifactStore, settings: Settings) -> dict[str, Any]:
-    from grader.sandbox import SandboxLimits, materialise_code
-    from grader.sandbox.code_checks import run_code_checks
-    from grader.sandbox.code_checks_spec import parse_code_checks
-    from grader.sandbox.leftovers import owned_prefix
-
-    if row.code_sha256 is None or row.config is None:
-        raise InfrastructureError(f"evaluation {row.id} runs code checks but has no code or spec")
-    with tempfile.TemporaryDirectory(prefix=owned_prefix("grader-code-")) as folder:
-        code = materialise_code(store.read_bytes(row.code_sha256), Path(folder) / "code", field=row.label)
-        result = run_code_checks(
-            code.directory, parse_code_checks(row.config["spec"]), limits=SandboxLimits.from_settings(settings)
-        )
-    return {**result, "code_field": row.label}
 
 
 def finish_evaluation_with_error(session: Session, *, row: CheckpointEvaluation, message: str) -> bool:

@@ -15,7 +15,7 @@ reported when:
 
 Each checkpoint is parsed once, ever: its summary (grader/evaluation/similarity.py: a tensor hash and a sketch of
 each weight tensor, about 3 KB per layer) is cached beside the upload store, keyed by its sha256, and pairs are
-compared from the summaries. Parsing happens in sandboxed children (grader/sandbox/fingerprint.py), one per
+compared from the summaries. Parsing happens in sandboxed children (grader/evaluation/fingerprint.py), one per
 student, never in this process; a class's first report costs about one child start (2 s) per student, run on
 the CPUs in parallel, and later reports only the new uploads. Per-image predictions are not stored by the
 evaluation, so prediction agreement is not part of the evidence.
@@ -36,8 +36,8 @@ from sqlalchemy.orm import Session
 
 from grader.db.models import SubmissionFile, as_utc
 from grader.errors import InfrastructureError, InputError
+from grader.evaluation.fingerprint import Unusable, summarize_checkpoints
 from grader.evaluation.similarity import SIMILARITY_VERSION, WeightSummary, correlate, correlated_pairs
-from grader.sandbox.fingerprint import Unusable, summarize_checkpoints
 from grader.sandbox.limits import SandboxLimits
 from grader.services.assignments import get_assignment
 from grader.services.gradebook import counting_submissions

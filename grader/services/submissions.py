@@ -212,7 +212,7 @@ def _check_checkpoint_fields(checkpoints: Sequence[IncomingFile]) -> None:
 def _normalise_code(
     code: Mapping[str, Sequence[IncomingFile]], checkpoint_fields: set[str], settings: Settings
 ) -> dict[str, bytes]:
-    from grader.services.code_uploads import normalise_code_upload
+    from grader.sandbox.archive import normalise_code_upload
 
     zips: dict[str, bytes] = {}
     for field, uploads in code.items():

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save as save_safetensors
 
 from grader.evaluation.checkpoint import parse_checkpoint
-from grader.evaluation.fingerprint import sketch, summarize
+from grader.evaluation.fingerprint_child import sketch, summarize
 from grader.evaluation.similarity import (
     SKETCH_SIZE,
     WeightSummary,

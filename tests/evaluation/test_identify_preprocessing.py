@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from grader.evaluation.student.student_mode import probe_images
 from grader.evaluation.transforms import Preprocess, identify_preprocessing
-from grader.sandbox.student_mode import probe_images
 
 KINDS = [
     {"kind": "none"},

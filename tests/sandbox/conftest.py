@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.sandbox import ModelInterface, read_model_interface, runner
+from grader.evaluation.student import ModelInterface, read_model_interface
+from grader.sandbox import runner
 from tests.conftest import REPO_ROOT, sandbox_limits
 
 FAST = sandbox_limits(wall_seconds=10, cpu_seconds=5, memory_bytes=1 << 30, max_output_bytes=100_000)
@@ -21,7 +22,7 @@ OWN_SANDBOX_UIDS: set[int] = set()
 def _record_own_sandbox_uids() -> Iterator[None]:
     """Note each uid a run in this process draws (the runner's own choice, unchanged), since other processes on the
     machine (another test run, a service's workers) may be running sandboxes at the same time."""
-    draw = runner._sandbox_uid
+    draw = runner.sandbox_uid
 
     def drawn() -> int | None:
         uid = draw()
@@ -30,7 +31,7 @@ def _record_own_sandbox_uids() -> Iterator[None]:
         return uid
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner, "_sandbox_uid", drawn)
+        patch.setattr(runner, "sandbox_uid", drawn)
         yield
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from grader.errors import InputError
-from grader.sandbox import ArchiveLimits, InvalidUpload, UnsafeUpload, materialise_code, student_code_sha256
+from grader.evaluation.cache_key import student_code_sha256
+from grader.sandbox import ArchiveLimits, InvalidUpload, UnsafeUpload, materialise_code
 from tests.conftest import REPO_ROOT
 
 NETWORK = b"class ResNet:\n    pass\n"

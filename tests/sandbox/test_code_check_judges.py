@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from grader.errors import RubricError
-from grader.sandbox.code_checks_common import binomial_two_sided, chi_square_sf
-from grader.sandbox.code_checks_data_reader import judge_load, judge_split, write_folder
-from grader.sandbox.code_checks_preprocessing import judge_augmentation, judge_parse_record, picture
-from grader.sandbox.code_checks_spec import parse_code_checks
-from grader.sandbox.code_checks_training import TrainingData, judge_training, make_data
+from grader.evaluation.student.code_checks_common import binomial_two_sided, chi_square_sf
+from grader.evaluation.student.code_checks_data_reader import judge_load, judge_split, write_folder
+from grader.evaluation.student.code_checks_preprocessing import judge_augmentation, judge_parse_record, picture
+from grader.evaluation.student.code_checks_spec import parse_code_checks
+from grader.evaluation.student.code_checks_training import TrainingData, judge_training, make_data
 
 SEEDS = list(range(256))
 ALPHA = 1e-4

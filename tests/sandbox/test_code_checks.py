@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from grader.sandbox.code_checks import run_code_checks
-from grader.sandbox.code_checks_spec import CodeChecksSpec, parse_code_checks, read_code_checks
+from grader.evaluation.student.code_checks import run_code_checks
+from grader.evaluation.student.code_checks_spec import CodeChecksSpec, parse_code_checks, read_code_checks
 from tests.conftest import REPO_ROOT, sandbox_limits
 from tests.sandbox.code_folders import MISTAKES, write_code_folder
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from grader.evaluation.cifar import load_cifar10_test
-from grader.sandbox import ModelInterface
+from grader.evaluation.student import ModelInterface
 from tests.evaluation.nets import AkamasterResNet
 from tests.sandbox.submissions import NETWORK, write_submission
 from tests.sandbox.test_student_mode import evaluate, in_process_confusion, save_weights
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("sandbox")
 
 def resnet20_program() -> dict[str, Any]:
     """A real ResNet-20's exported graph, as a forger would paste it into the payload."""
-    from grader.sandbox import harness
+    from grader.evaluation.student import harness
 
     return harness.export_program(AkamasterResNet(3, option="A").eval(), torch.randn(2, 3, 32, 32))
 

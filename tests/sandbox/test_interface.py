@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from grader.errors import InvalidAnswer, RubricError
-from grader.sandbox import ModelInterface, read_model_interface, read_network_config
-from grader.sandbox.interface import parse_model_interface
+from grader.evaluation.student import ModelInterface, read_model_interface, read_network_config
+from grader.evaluation.student.interface import parse_model_interface
 
 VALID = {
     "network": {

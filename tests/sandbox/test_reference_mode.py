@@ -15,10 +15,11 @@ import safetensors.torch
 import torch
 
 from grader.errors import InfrastructureError
+from grader.evaluation import reference_mode, sandboxed
 from grader.evaluation.cifar import load_cifar10_test
 from grader.evaluation.evaluate import ResultCache, evaluate_in_process
-from grader.sandbox import reference_mode, runner
-from grader.sandbox.testset_file import images_file
+from grader.evaluation.testset_file import images_file
+from grader.sandbox import runner
 from tests.conftest import sandbox_limits
 from tests.sandbox.test_runner import assert_next_run_works
 
@@ -141,7 +142,7 @@ def test_a_child_that_crashes_is_a_grader_problem_not_a_result(
     """A crash of the grader's own child is retried by the worker, never blamed on the checkpoint."""
     empty = tmp_path / "grader"
     empty.mkdir()
-    monkeypatch.setattr(reference_mode, "PACKAGE", empty)  # the child then cannot import its own code
+    monkeypatch.setattr(sandboxed, "PACKAGE", empty)  # the child then cannot import its own code
     with pytest.raises(InfrastructureError, match=r"the evaluation child for 12fca82f0beb failed \(crashed\)"):
         isolated(resnet20_checkpoint, cifar10_root)
 

@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from grader.sandbox import Bind, SandboxLimits, SandboxStatus, SandboxUnavailable, bwrap, run_sandboxed, runner
+from grader.sandbox import (
+    Bind,
+    SandboxLimits,
+    SandboxStatus,
+    SandboxUnavailable,
+    bwrap,
+    run_sandboxed,
+    runner,
+    supervise,
+)
 from tests.conftest import REPO_ROOT
 from tests.sandbox.conftest import FAST, OWN_SANDBOX_UIDS
 
@@ -246,8 +255,8 @@ def test_insecure_development_mode_runs_unsandboxed_and_warns_every_time(
 
 
 def test_signals_are_named_in_messages() -> None:
-    assert runner._exit_text(128 + signal.SIGKILL) == "killed by signal SIGKILL"
-    assert runner._exit_text(3) == "exited with status 3"
+    assert supervise._exit_text(128 + signal.SIGKILL) == "killed by signal SIGKILL"
+    assert supervise._exit_text(3) == "exited with status 3"
 
 
 def test_gpu_runs_bound_memory_without_an_address_space_limit() -> None:

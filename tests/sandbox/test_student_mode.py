@@ -20,7 +20,8 @@ import torch
 
 from grader.errors import InvalidAnswer
 from grader.evaluation.cifar import load_cifar10_test
-from grader.sandbox import ModelInterface, SandboxLimits, evaluate_student_code, student_mode
+from grader.evaluation.student import ModelInterface, evaluate_student_code, student_mode
+from grader.sandbox import SandboxLimits
 from tests.conftest import REPO_ROOT, sandbox_limits
 from tests.evaluation.nets import calibrate
 from tests.sandbox.submissions import NETWORK, load_module, write_submission

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from grader.evaluation.program import Program
-from grader.sandbox import architecture_from_trace, harness
-from grader.sandbox.trace import block_activation, summarize_trace
+from grader.evaluation.student import architecture_from_trace, harness
+from grader.evaluation.student.trace import block_activation, summarize_trace
 from tests.evaluation.nets import AkamasterResNet, PreActBottleneckResNet, StarterResNet
 
 

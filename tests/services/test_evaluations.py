@@ -73,8 +73,8 @@ def test_every_checkpoint_is_evaluated_whatever_the_declaration(
 def test_code_uploads_get_one_cached_code_check_evaluation(settings: Settings) -> None:
     """The whole code folder (`code`) is checked once, without a checkpoint; the same code again is the same row;
     the code checks read `code` before `v1_code`."""
-    from grader.sandbox.cache_key import code_checks_cache_key
-    from grader.sandbox.code_checks_spec import parse_code_checks
+    from grader.evaluation.cache_key import code_checks_cache_key
+    from grader.evaluation.student.code_checks_spec import parse_code_checks
     from tests.sandbox.code_folders import sources
 
     files = [IncomingFile("code", f"{name}.py", [text.encode()]) for name, text in sources().items()]

@@ -3,7 +3,7 @@
 Points come from the submitted weights run through a network whose structure the grader saw for itself; nothing
 the student's process says about itself is taken on trust (it runs their code, so it could write any result).
 
-1. The student's code, sandboxed (grader/sandbox/harness.py): their modules are imported, the network is built
+1. The student's code, sandboxed (harness.py, beside this module): their modules are imported, the network is built
    with the rubric's arguments and exported as a graph (torch.export, as JSON), and their preprocessing is run on
    random images the grader made. It never sees the checkpoint or a test image.
 2. The grader's code, sandboxed with no student code (grader/evaluation/child.py): the graph is checked against
@@ -32,28 +32,28 @@ import numpy as np
 import torch
 
 from grader.domain.status import SandboxStatus
-from grader.evaluation.cache_key import EVALUATOR_VERSION
+from grader.evaluation.cache_key import EVALUATOR_VERSION, SANDBOX_VERSION
 from grader.evaluation.checkpoint import CheckpointRejected, read_file, sniff_format
 from grader.evaluation.cifar import Cifar10TestSet, load_cifar10_test
 from grader.evaluation.evaluate import accuracy_summary, describe_device
 from grader.evaluation.program import Program, ProgramRejected
+from grader.evaluation.reference_mode import run_child
+from grader.evaluation.sandboxed import CODE_TARGET, INPUT_TARGET, STUDENT_LIMITS, checked_predictions, limit_text
+from grader.evaluation.student.interface import ModelInterface
+from grader.evaluation.student.trace import architecture_from_trace, summarize_trace
 from grader.evaluation.transforms import identify_preprocessing
+from grader.sandbox import protocol
 from grader.sandbox.archive import InvalidUpload, UnsafeUpload, code_sha256, read_code_dir, write_files
 from grader.sandbox.bwrap import Bind
-from grader.sandbox.cache_key import SANDBOX_VERSION
-from grader.sandbox.interface import ModelInterface
 from grader.sandbox.limits import SandboxLimits
-from grader.sandbox.reference_mode import STUDENT_LIMITS, run_child
+from grader.sandbox.protocol import Reply
 from grader.sandbox.runner import SandboxResult, isolation_here, path_inside, run_folder, run_sandboxed
-from grader.sandbox.trace import architecture_from_trace, summarize_trace
 
 log = logging.getLogger(__name__)
 
 HARNESS = Path(__file__).with_name("harness.py")
-CODE_TARGET, INPUT_TARGET = "/sandbox/code", "/sandbox/input"
 MODE = "student_code"
 CPU_BATCH, GPU_BATCH = 100, 500
-NUM_CLASSES = 10
 PROBE_IMAGES = 8
 ERROR_STATUS = {
     "missing_module": SandboxStatus.REJECTED_INVALID_FILE,
@@ -156,11 +156,11 @@ def _run(
     with run_folder() as work:
         code, inputs = Bind(work / "code", CODE_TARGET), Bind(work / "input", INPUT_TARGET)
         write_files(files, code.source)
-        inputs.source.mkdir(mode=0o755)
-        _write_input(inputs.source / "probes.u8", probes.tobytes())
-        _write_input(inputs.source / "harness.py", HARNESS.read_bytes())
         job = _job(code, inputs, probes.shape[0], arguments, interface, limits)
-        _write_input(inputs.source / "job.json", json.dumps(job).encode())
+        write_files(
+            [*harness_files(HARNESS), ("probes.u8", probes.tobytes()), ("job.json", json.dumps(job).encode())],
+            inputs.source,
+        )
         inside = path_inside(inputs)
         command = [sys.executable, "-B", f"{inside}/harness.py", f"{inside}/job.json"]
         return run_sandboxed(command, binds=[code, inputs], limits=limits, gpu=False)
@@ -190,38 +190,25 @@ def _job(
     }
 
 
-def _write_input(path: Path, data: bytes) -> None:
-    with open(path, "xb") as handle:
-        handle.write(data)
-    path.chmod(0o644)
+def harness_files(*harnesses: Path) -> list[tuple[str, bytes]]:
+    """The harness programs to copy into the sandbox, with the protocol module they reply through beside them."""
+    return [(protocol.COPY_NAME, Path(protocol.__file__).read_bytes())] + [(h.name, h.read_bytes()) for h in harnesses]
 
 
 def _outcome(run: SandboxResult, limits: SandboxLimits) -> dict[str, Any] | tuple[SandboxStatus, str]:
     """The harness's payload, or (status, message) saying why there is none."""
     if run.status in STUDENT_LIMITS:
         return run.status, f"Running your code {run.message}."
-    payload = run.payload if isinstance(run.payload, Mapping) else {}
-    error = payload.get("error")
-    if isinstance(error, Mapping):
-        kind = str(error.get("kind"))
-        where = f"while {str(error.get('stage', ''))[:300]}: {str(error.get('message', ''))[:1500]}"
-        return ERROR_STATUS.get(kind, SandboxStatus.CRASHED), f"Running your code {_limit_text(kind, limits)}{where}"
+    reply = Reply.read(run.payload)
+    if reply.failed:
+        where = f"while {reply.stage}: {reply.message[:1500]}"
+        status = ERROR_STATUS.get(reply.kind, SandboxStatus.CRASHED)
+        return status, f"Running your code {limit_text(reply.kind, limits)} {where}"
     if run.status is not SandboxStatus.OK:
         return run.status, f"Running your code: it {run.message}."
-    if not isinstance(payload.get("program"), Mapping) or not isinstance(payload.get("probe"), list):
+    if reply.status != "built" or reply.mapping("program") is None or not isinstance(reply.get("probe"), list):
         return SandboxStatus.CRASHED, "Running your code ended without a result (did it call exit()?)."
-    return dict(payload)
-
-
-def _limit_text(kind: str, limits: SandboxLimits) -> str:
-    """What a harness error kind says about the limits, before "while <stage>"."""
-    if kind == "memory":
-        return f"ran out of memory (the limit is {limits.memory_bytes / 2**30:.1f} GiB) "
-    if kind == "processes":
-        return f"tried to start more than {limits.max_processes} processes or threads (the limit) "
-    if kind == "file_size":
-        return f"wrote a file over {limits.max_file_bytes} bytes (the limit) "
-    return "failed "
+    return dict(reply.fields)
 
 
 def _read_payload(
@@ -291,27 +278,26 @@ def _run_program(
     run = run_child(inputs, spec, testset, count, torch.device(device), limits, isolation)
     if run.status in STUDENT_LIMITS:
         return str(run.status), f"Running your network {run.message}."
-    payload = run.payload if isinstance(run.payload, Mapping) else {}
-    if run.status is SandboxStatus.OK and payload.get("status") == "rejected":
-        message = str(payload.get("message", "not a usable network"))[:2000]
-        if payload.get("cause") == "checkpoint":
+    reply = Reply.read(run.payload) if run.status is SandboxStatus.OK else Reply("")
+    if reply.status == protocol.REJECTED:
+        message = reply.message or "not a usable network"
+        if reply.get("cause") == "checkpoint":
             return str(SandboxStatus.REJECTED_INVALID_FILE), f"Loading your checkpoint failed: {message}"
-        if payload.get("cause") == "weights":
+        if reply.get("cause") == "weights":
             return str(SandboxStatus.REJECTED_INVALID_FILE), f"Your checkpoint does not fit your network ({message})."
         return REJECTED, f"Your network cannot be evaluated: {message}."
-    if run.status is SandboxStatus.OK and payload.get("status") == "error" and payload.get("kind") == "memory":
-        return str(
-            SandboxStatus.MEMORY_LIMIT
-        ), f"Running your network ran out of memory ({_limit_text('memory', limits)})."
-    predictions = payload.get("predictions")
-    if run.status is not SandboxStatus.OK or payload.get("status") != "predicted" or not isinstance(predictions, list):
-        detail = payload.get("message") or run.payload_error or run.message
-        return str(SandboxStatus.CRASHED), f"Running your network failed ({run.status}): {str(detail)[:500]}"
-    if len(predictions) != count or any(type(p) is not int or not 0 <= p < NUM_CLASSES for p in predictions):
+    if reply.failed and reply.kind == "memory":
+        return str(SandboxStatus.MEMORY_LIMIT), f"Running your network {limit_text('memory', limits)}."
+    if reply.status != "predicted":
+        detail = reply.message or run.payload_error or run.message
+        return str(SandboxStatus.CRASHED), f"Running your network failed ({run.status}): {detail[:500]}"
+    try:
+        predictions = checked_predictions(reply.get("predictions"), count)
+    except ValueError:
         return str(SandboxStatus.CRASHED), f"Your network did not give one class 0..9 for each of the {count} images."
-    trace = payload.get("trace") if isinstance(payload.get("trace"), Mapping) else {}
-    checkpoint = payload.get("checkpoint") if isinstance(payload.get("checkpoint"), dict) else {}
-    return _Predicted(predictions, dict(trace), checkpoint, str(payload.get("device", ""))[:200], run.isolation)
+    trace = reply.mapping("trace") or {}
+    checkpoint = reply.mapping("checkpoint") or {}
+    return _Predicted(predictions, trace, checkpoint, str(reply.get("device", ""))[:200], run.isolation)
 
 
 @dataclass(frozen=True, slots=True)

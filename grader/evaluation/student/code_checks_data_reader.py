@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from grader.evaluation.cifar import BATCHES_FOLDER, CLASS_NAMES, read_python_batch
-from grader.sandbox.code_checks_common import (
+from grader.evaluation.student.code_checks_common import (
     CORRECT,
     INCORRECT,
     PARTIAL,

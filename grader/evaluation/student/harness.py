@@ -11,11 +11,11 @@ result), so it never sees the checkpoint or the test images and reports no predi
   implementation to the test images, so the student's function never sees a test image.
 
 Standalone on purpose (standard library, numpy and torch only; never imports `grader`): it is copied into the
-sandbox and run as `python harness.py JOB.json`. It writes exactly one JSON document to the result pipe
-(`$GRADER_RESULT_FD`) and nothing else there:
+sandbox with the protocol module beside it (grader/sandbox/protocol.py, as `_grader_protocol.py`) and run as
+`python harness.py JOB.json`. Its one reply, through that protocol:
 
-    {"program": {...}, "probe": [{"shape": [...], "data": base64 float32}, ...], "info": {...}}   exit status 0
-    {"error": {"kind": ..., "stage": ..., "message": ...}}                                         exit status 3
+    {"status": "built", "program": {...}, "probe": [{"shape": [...], "data": base64 float32}, ...], "info": {...}}
+    {"status": "error", "kind": ..., "stage": ..., "message": ...}                                 exit status 3
 
 Error kinds: "missing_module", "interface" (the factory or preprocessing returned something unusable),
 "export" (torch.export cannot capture the network's forward), "student_code" (their code raised), and the
@@ -41,6 +41,11 @@ from typing import Any
 import numpy as np
 import torch
 
+try:  # in the sandbox: copied beside this file, imported before the student's folder joins sys.path
+    import _grader_protocol as protocol  # type: ignore[import-not-found]
+except ImportError:  # imported by the grader itself (its tests)
+    from grader.sandbox import protocol
+
 RECORD_BYTES = 3072
 PROGRAM_FORMAT = 1
 FIXED_BATCH = 100
@@ -55,25 +60,23 @@ CALLABLE_NAMES: dict[int, str] = {}
 
 
 class HarnessError(Exception):
-    """A reason the evaluation cannot go on, reported to the parent as {"error": ...}."""
+    """A reason the evaluation cannot go on, reported to the parent as the protocol's error reply."""
 
     def __init__(self, kind: str, stage: str, message: str) -> None:
         super().__init__(message)
         self.kind, self.stage, self.message = kind, stage, message
 
     def to_json(self) -> dict[str, str]:
-        return {"kind": self.kind, "stage": self.stage, "message": self.message[:2000]}
+        return protocol.error(self.kind, self.message, self.stage)
 
 
 def main(argv: list[str]) -> int:
-    result_fd = int(os.environ["GRADER_RESULT_FD"])
-    os.set_inheritable(result_fd, False)  # processes the student's code starts do not get it
-    with os.fdopen(result_fd, "wb") as result:
+    with protocol.result_channel() as channel:  # processes the student's code starts do not get it
         try:
-            payload, status = evaluate(json.loads(Path(argv[1]).read_text())), 0
+            reply, status = evaluate(json.loads(Path(argv[1]).read_text())), 0
         except HarnessError as exc:
-            payload, status = {"error": exc.to_json()}, 3
-        result.write(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+            reply, status = exc.to_json(), 3
+        protocol.send(channel, reply)
     return status
 
 
@@ -101,7 +104,7 @@ def evaluate(job: Mapping[str, Any]) -> dict[str, Any]:
     program = export_program(model, first[:2])
     seconds["export"] = _lap(started) - seconds["probe"] - seconds["import"]
     info = {"torch_version": torch.__version__, "seconds": seconds}
-    return {"program": program, "probe": [_encode(first), _encode(again)], "info": info}
+    return {"status": "built", "program": program, "probe": [_encode(first), _encode(again)], "info": info}
 
 
 def _encode(batch: torch.Tensor) -> dict[str, Any]:

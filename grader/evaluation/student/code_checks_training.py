@@ -1,5 +1,5 @@
 """Q1(d) code checks: the student's `Model` class trains a tiny network on a tiny data set for a few epochs and tests
-it, under hooks (grader/sandbox/code_checks_harness.py, stage "training"). From what the hooks saw, the grader
+it, under hooks (code_checks_harness.py beside this module, stage "training"). From what the hooks saw, the grader
 judges four things:
 
 - the loss goes down: the network's outputs on the training records, before and after training, in training mode
@@ -28,7 +28,7 @@ import numpy as np
 
 from grader.evaluation.checkpoint_format import CheckpointRejected, state_dict_of
 from grader.evaluation.structure import TensorInfo, read_structure
-from grader.sandbox.code_checks_common import (
+from grader.evaluation.student.code_checks_common import (
     CORRECT,
     INCORRECT,
     PARTIAL,

@@ -18,7 +18,6 @@ Student code never runs that way (see runner.run_sandboxed).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 import time
@@ -29,7 +28,6 @@ from typing import Any
 
 import torch
 
-import grader
 from grader.domain.status import SandboxStatus
 from grader.errors import InfrastructureError
 from grader.evaluation.cache_key import evaluation_cache_key
@@ -38,26 +36,17 @@ from grader.evaluation.cifar import Cifar10TestSet, load_cifar10_test
 from grader.evaluation.evaluate import ResultCache, Run, best_run, pick_device, reached_target, rejected, summarize
 from grader.evaluation.preprocessing import normalize_preprocessing
 from grader.evaluation.resnet import ForwardVariant
+from grader.evaluation.sandboxed import STUDENT_LIMITS, checked_predictions, limit_text, run_grader_module
+from grader.evaluation.testset_file import images_file
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.limits import SandboxLimits
-from grader.sandbox.runner import (
-    RESULT_FD_ENV,
-    SandboxResult,
-    isolation_here,
-    path_inside,
-    run_folder,
-    run_sandboxed,
-)
-from grader.sandbox.testset_file import images_file
+from grader.sandbox.protocol import REJECTED, RESULT_FD_ENV, Reply
+from grader.sandbox.runner import SandboxResult, isolation_here, path_inside, run_sandboxed
 
 log = logging.getLogger(__name__)
 
-PACKAGE = Path(grader.__file__).resolve().parent
-LIB_TARGET, INPUT_TARGET, TESTSET_TARGET = "/sandbox/lib", "/sandbox/input", "/sandbox/testset/images.u8"
-NUM_CLASSES = 10
+TESTSET_TARGET = "/sandbox/testset/images.u8"
 MAX_RUNS = 16
-STUDENT_LIMITS = (SandboxStatus.TIMED_OUT, SandboxStatus.MEMORY_LIMIT, SandboxStatus.RESOURCE_LIMIT)
-"""How a child can end that is the checkpoint's doing (a network too big for the limits), not the grader's."""
 
 _RESULTS = ResultCache()
 
@@ -131,7 +120,10 @@ class _Predicted:
             raise ValueError("runs is not a short list")
         self.runs: list[Run] = []
         for run in raw_runs:
-            predictions = _predictions(run.get("predictions") if isinstance(run, Mapping) else None, count)
+            predictions = torch.tensor(
+                checked_predictions(run.get("predictions") if isinstance(run, Mapping) else None, count),
+                dtype=torch.int64,
+            )
             variant = ForwardVariant.from_json(run.get("variant"))
             self.runs.append((variant, int((predictions == labels).sum()), predictions))
         self.checkpoint = _mapping(payload, "checkpoint")
@@ -142,14 +134,6 @@ class _Predicted:
         seconds = payload.get("seconds") if isinstance(payload.get("seconds"), Mapping) else {}
         self.seconds = {str(k)[:20]: float(v) for k, v in list(seconds.items())[:4] if type(v) in (int, float)}
         self.isolation = isolation
-
-
-def _predictions(value: Any, count: int) -> torch.Tensor:
-    if not isinstance(value, list) or len(value) != count:
-        raise ValueError(f"predictions are not a list of {count}")
-    if any(type(p) is not int or not 0 <= p < NUM_CLASSES for p in value):
-        raise ValueError("a prediction is not a class index 0..9")
-    return torch.tensor(value, dtype=torch.int64)
 
 
 def _mapping(payload: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -184,26 +168,23 @@ def _child(job: _ChildJob, variants: str) -> _Predicted | dict[str, Any]:
     """One child run: its checked predictions, or the final result (rejected, a limit) it ends in."""
     isolation = isolation_here(process_fallback=True)
     run = _run_child(job, variants, isolation)
-    sha256, limits = job.sha256, job.limits
     if run.status in STUDENT_LIMITS:
         message = f"Evaluating your checkpoint {run.message}."
         return {"status": str(run.status), "message": message, "isolation": isolation}
-    payload = run.payload if isinstance(run.payload, Mapping) else {}
-    status = payload.get("status")
-    if run.status is SandboxStatus.OK and status == "rejected":
-        architecture = payload.get("architecture") if isinstance(payload.get("architecture"), dict) else None
-        message = str(payload.get("message", "not a usable checkpoint"))[:2000]
-        return {**rejected(message, sha256, len(job.data), architecture), "isolation": isolation}
-    if run.status is SandboxStatus.OK and status == "error" and payload.get("kind") == "memory":
-        message = f"Evaluating your checkpoint ran out of memory (the limit is {limits.memory_bytes / 2**30:.1f} GiB)."
+    reply = Reply.read(run.payload) if run.status is SandboxStatus.OK else Reply("")
+    if reply.status == REJECTED:
+        message = reply.message or "not a usable checkpoint"
+        return {**rejected(message, job.sha256, len(job.data), reply.mapping("architecture")), "isolation": isolation}
+    if reply.failed and reply.kind == "memory":
+        message = f"Evaluating your checkpoint {limit_text('memory', job.limits)}."
         return {"status": str(SandboxStatus.MEMORY_LIMIT), "message": message, "isolation": isolation}
-    if run.status is SandboxStatus.OK and status == "predicted":
+    if reply.status == "predicted":
         try:
-            return _Predicted(payload, job.testset.labels[: job.count], run.isolation)
+            return _Predicted(reply.fields, job.testset.labels[: job.count], run.isolation)
         except ValueError as exc:
             raise InfrastructureError(f"the evaluation child returned an unusable result: {exc}") from exc
-    detail = payload.get("message") or run.payload_error or run.message
-    raise InfrastructureError(f"the evaluation child for {sha256[:12]} failed ({run.status}): {str(detail)[:500]}")
+    detail = reply.message or run.payload_error or run.message
+    raise InfrastructureError(f"the evaluation child for {job.sha256[:12]} failed ({run.status}): {detail[:500]}")
 
 
 def _run_child(job: _ChildJob, variants: str, isolation: str) -> SandboxResult:
@@ -221,34 +202,26 @@ def run_child(
     limits: SandboxLimits,
     isolation: str,
 ) -> SandboxResult:
-    """One run of grader.evaluation.child in a fresh folder: `inputs` (job key → file name, bytes) are written
-    there and named in the job by their path inside, next to `spec`, the test images and the run's settings."""
-    with run_folder("grader-reference-") as work:
-        folder = Bind(work / "input", INPUT_TARGET)
-        images = Bind(images_file(testset), TESTSET_TARGET)
-        lib = Bind(PACKAGE, f"{LIB_TARGET}/{PACKAGE.name}")
-        folder.source.mkdir(mode=0o755)
-        inside = path_inside(folder, isolation)
-        job = {
-            **spec,
-            "images": path_inside(images, isolation),
-            "count": count,
-            "device": str(device),
-            "threads": limits.threads,
-        }
-        for key, (name, data) in inputs.items():
-            _write(folder.source / name, data)
-            job[key] = f"{inside}/{name}"
-        _write(folder.source / "job.json", json.dumps(job).encode())
-        python_path = LIB_TARGET if isolation == "bubblewrap" else str(PACKAGE.parent)
-        return run_sandboxed(
-            [sys.executable, "-B", "-m", "grader.evaluation.child", f"{inside}/job.json"],
-            binds=[lib, folder, images],
-            limits=limits,
-            gpu=device.type == "cuda",
-            env={"PYTHONPATH": python_path},
-            process_fallback=True,
-        )
+    """One run of grader.evaluation.child: `inputs` (job key → file name, bytes) next to `spec`, the test images
+    (without labels) and the run's settings."""
+    images = Bind(images_file(testset), TESTSET_TARGET)
+    job = {
+        **spec,
+        "images": path_inside(images, isolation),
+        "count": count,
+        "device": str(device),
+        "threads": limits.threads,
+    }
+    return run_grader_module(
+        "grader.evaluation.child",
+        job,
+        inputs,
+        limits=limits,
+        isolation=isolation,
+        prefix="grader-reference-",
+        binds=[images],
+        gpu=device.type == "cuda",
+    )
 
 
 GPU_PROBE = "import os, torch; torch.zeros(1, device='cuda').sum().item(); os.write(int(os.environ['{fd}']), b'1')"
@@ -283,9 +256,3 @@ def _gpu_works_in_sandbox(memory_bytes: int) -> bool:
         return True
     log.error("a sandboxed child cannot use the GPU here (%s); checkpoints are evaluated on the CPU", reason)
     return False
-
-
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "xb") as handle:
-        handle.write(data)
-    path.chmod(0o644)

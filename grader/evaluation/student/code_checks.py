@@ -1,7 +1,7 @@
 """Q1(a)–(d) code checks: the student's DataReader, ImageUtils, NetWork and Model code, run in the bubblewrap sandbox
 on inputs the grader makes, judged against the grader's reference behaviour in the grader's own process.
 
-One sandboxed run (grader/sandbox/code_checks_harness.py) calls the student's functions stage by stage and sends
+One sandboxed run (code_checks_harness.py, beside this module) calls the student's functions stage by stage and sends
 back their raw outputs; each stage module here makes its inputs and judges them:
 
     stage          checks                                          module
@@ -34,25 +34,26 @@ from typing import Any
 import numpy as np
 
 from grader.domain.status import SandboxStatus
-from grader.sandbox import code_checks_data_reader as data_reader
-from grader.sandbox import code_checks_network as network
-from grader.sandbox import code_checks_preprocessing as preprocessing
-from grader.sandbox import code_checks_training as training
+from grader.evaluation.cache_key import CODE_CHECKS_VERSION, SANDBOX_VERSION
+from grader.evaluation.sandboxed import CODE_TARGET, INPUT_TARGET, STUDENT_LIMITS
+from grader.evaluation.student import code_checks_data_reader as data_reader
+from grader.evaluation.student import code_checks_network as network
+from grader.evaluation.student import code_checks_preprocessing as preprocessing
+from grader.evaluation.student import code_checks_training as training
+from grader.evaluation.student.code_checks_common import INCORRECT, Verdict
+from grader.evaluation.student.code_checks_spec import STAGES, CodeChecksSpec
+from grader.evaluation.student.student_mode import harness_files
 from grader.sandbox.archive import InvalidUpload, UnsafeUpload, code_sha256, read_code_dir, write_files
 from grader.sandbox.bwrap import Bind
-from grader.sandbox.cache_key import CODE_CHECKS_VERSION, SANDBOX_VERSION
-from grader.sandbox.code_checks_common import INCORRECT, Verdict
-from grader.sandbox.code_checks_spec import STAGES, CodeChecksSpec
 from grader.sandbox.limits import MIB, SandboxLimits
-from grader.sandbox.reference_mode import STUDENT_LIMITS
+from grader.sandbox.protocol import Reply
 from grader.sandbox.runner import SandboxResult, path_inside, run_folder, run_sandboxed
 
 log = logging.getLogger(__name__)
 
 MODE = "code_checks"
 HERE = Path(__file__).parent
-HARNESS_FILES = ("harness.py", "code_checks_harness.py")
-CODE_TARGET, INPUT_TARGET = "/sandbox/code", "/sandbox/input"
+HARNESSES = (HERE / "harness.py", HERE / "code_checks_harness.py")
 STUBS = {"tqdm.py": "def tqdm(iterable=None, *args, **kwargs):\n    return iterable\n\n\ntrange = range\n"}
 """Modules the starter code imports that the grader's Python may lack: inert stand-ins, found only when missing
 (they come after the student's folder and site-packages on sys.path). The starter's Model.py imports tqdm."""
@@ -105,7 +106,7 @@ def run_code_checks(
     with run_folder() as work:
         code, inputs = Bind(work / "code", CODE_TARGET), Bind(work / "input", INPUT_TARGET)
         write_files(files, code.source)
-        write_files([(name, HERE.joinpath(name).read_bytes()) for name in HARNESS_FILES], inputs.source)
+        write_files(harness_files(*HARNESSES), inputs.source)
         write_files([(name, text.encode()) for name, text in STUBS.items()], inputs.source / "stubs")
         inside = path_inside(inputs)
         prepared = {stage: PREPARE[stage](inputs.source, inside, rng, spec) for stage in stages}
@@ -138,11 +139,11 @@ def run_code_checks(
 def _payload(run: SandboxResult) -> Mapping[str, Any] | tuple[SandboxStatus, str]:
     if run.status in STUDENT_LIMITS:
         return run.status, f"Running your code {run.message}."
-    payload = run.payload if isinstance(run.payload, Mapping) else {}
     if run.status is not SandboxStatus.OK:
         return run.status, f"Running your code: it {run.message}."
-    checks = payload.get("checks")
-    if not isinstance(checks, Mapping):
+    reply = Reply.read(run.payload)
+    checks = reply.mapping("checks")
+    if reply.status != "checked" or checks is None:
         return SandboxStatus.CRASHED, "Running your code ended without a result (did it call exit()?)."
     return checks
 
@@ -190,7 +191,7 @@ def _stage_failed(stage: str, outputs: Any) -> dict[str, dict[str, Any]] | None:
 
 
 def _prepare_preprocessing(folder: Path, inside: str, rng: np.random.Generator, spec: CodeChecksSpec) -> _Prepared:
-    from grader.sandbox.student_mode import probe_images
+    from grader.evaluation.student.student_mode import probe_images
 
     section = spec["preprocessing"]
     probes = np.concatenate([preprocessing.picture()[None], probe_images(rng)])

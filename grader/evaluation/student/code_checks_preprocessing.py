@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from grader.evaluation.preprocessing import describe_preprocessing
-from grader.evaluation.transforms import Preprocess, identify_preprocessing
-from grader.sandbox.code_checks_common import (
+from grader.evaluation.student.code_checks_common import (
     CORRECT,
     INCORRECT,
     PARTIAL,
@@ -37,6 +36,7 @@ from grader.sandbox.code_checks_common import (
     side_by_side,
     student_error,
 )
+from grader.evaluation.transforms import Preprocess, identify_preprocessing
 
 PAD = 4
 OFFSETS = 2 * PAD + 1

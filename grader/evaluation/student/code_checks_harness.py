@@ -3,13 +3,14 @@ made and hands back what their functions returned, as plain data. It judges noth
 
 The student's code runs in this process, so anything written here could be forged by it; the grader therefore
 only takes raw outputs (arrays as base64, names, shapes and counts as JSON, never a pickle) and compares them with
-its own reference implementations in its own process (grader/sandbox/code_checks.py). Sizes are bounded there.
+its own reference implementations in its own process (code_checks.py, beside this file). Sizes are bounded there.
 
 Standalone like harness.py (standard library, numpy and torch; never imports `grader`); run as
-`python code_checks_harness.py JOB.json` next to a copy of harness.py, whose helpers it shares. It writes one JSON
-document to the result pipe (`$GRADER_RESULT_FD`):
+`python code_checks_harness.py JOB.json` next to a copy of harness.py, whose helpers it shares, and of the protocol
+module (grader/sandbox/protocol.py) it replies through:
 
-    {"checks": {"preprocessing": {"outputs": {...}} | {"error": {...}}, "data_reader": ..., ...}, "info": {...}}
+    {"status": "checked", "checks": {"preprocessing": {"outputs": {...}} | {"error": <the protocol's error reply>},
+                                     "data_reader": ..., ...}, "info": {...}}
 
 Each stage runs on its own: one that raises, or runs past its time (SIGALRM), is reported as {"error": ...} and
 the next stage still runs. Stages run in the order the job lists them; training, the slowest, comes last.
@@ -36,7 +37,7 @@ import torch
 
 # harness.py is copied next to this file; importing it before the student's folder joins sys.path means a student
 # file called harness.py cannot stand in for it.
-from harness import STUDENT_FILES, HarnessError, _function, _import
+from harness import STUDENT_FILES, HarnessError, _function, _import, protocol
 from harness import student_stage as _student_stage
 
 MAX_VALUES = 1_000_000
@@ -54,12 +55,9 @@ class StageTimeout(BaseException):
 
 
 def main(argv: list[str]) -> int:
-    result_fd = int(os.environ["GRADER_RESULT_FD"])
-    os.set_inheritable(result_fd, False)
     job = json.loads(Path(argv[1]).read_text())
-    with os.fdopen(result_fd, "wb") as result:
-        payload = run(job)
-        result.write(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+    with protocol.result_channel() as channel:
+        protocol.send(channel, run(job))
     return 0
 
 
@@ -82,9 +80,9 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
             checks[name] = {"error": exc.to_json()}
         except StageTimeout:
             message = f"did not finish within {job.get('stage_seconds')} s"
-            checks[name] = {"error": {"kind": "timed_out", "stage": name, "message": message}}
+            checks[name] = {"error": protocol.error("timed_out", message, name)}
         seconds[name] = round(time.perf_counter() - started, 3)
-    return {"checks": checks, "info": {"torch_version": torch.__version__, "seconds": seconds}}
+    return {"status": "checked", "checks": checks, "info": {"torch_version": torch.__version__, "seconds": seconds}}
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from grader.evaluation.architecture import infer_network
 from grader.evaluation.checkpoint_format import CheckpointRejected
 from grader.evaluation.resnet_spec import ResNetSpec, make_spec
 from grader.evaluation.structure import TensorInfo
-from grader.sandbox.code_checks_common import (
+from grader.evaluation.student.code_checks_common import (
     CORRECT,
     INCORRECT,
     PARTIAL,

@@ -1,0 +1,76 @@
+"""What the grader's sandboxed Q1 programs share: running the grader's own code in a child (reference-mode
+evaluation, weight summaries), the messages a sandbox limit turns into, and the check of predicted labels.
+
+The programs themselves hand back their reply through grader/sandbox/protocol.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grader
+from grader.domain.status import SandboxStatus
+from grader.sandbox.archive import write_files
+from grader.sandbox.bwrap import Bind
+from grader.sandbox.limits import SandboxLimits
+from grader.sandbox.runner import SandboxResult, path_inside, run_folder, run_sandboxed
+
+PACKAGE = Path(grader.__file__).resolve().parent
+LIB_TARGET, INPUT_TARGET, CODE_TARGET = "/sandbox/lib", "/sandbox/input", "/sandbox/code"
+"""Where a sandboxed program sees the grader's package, its input files and the student's code."""
+NUM_CLASSES = 10
+STUDENT_LIMITS = (SandboxStatus.TIMED_OUT, SandboxStatus.MEMORY_LIMIT, SandboxStatus.RESOURCE_LIMIT)
+"""How a run can end that is the upload's doing (a network or code too big for the limits), not the grader's."""
+
+
+def run_grader_module(
+    module: str,
+    job: Mapping[str, Any],
+    inputs: Mapping[str, tuple[str, bytes]],
+    *,
+    limits: SandboxLimits,
+    isolation: str,
+    prefix: str,
+    binds: Sequence[Bind] = (),
+    gpu: bool = False,
+) -> SandboxResult:
+    """`python -m <module> job.json` (the grader's own code, never a student's) in a fresh folder: `inputs` (job key →
+    file name, bytes) are written there and named in the job by their path inside; `binds` are shown as well."""
+    with run_folder(prefix) as work:
+        folder = Bind(work / "input", INPUT_TARGET)
+        lib = Bind(PACKAGE, f"{LIB_TARGET}/{PACKAGE.name}")
+        inside = path_inside(folder, isolation)
+        job = {**job, **{key: f"{inside}/{name}" for key, (name, _) in inputs.items()}}
+        write_files([*inputs.values(), ("job.json", json.dumps(job).encode())], folder.source)
+        return run_sandboxed(
+            [sys.executable, "-B", "-m", module, f"{inside}/job.json"],
+            binds=[lib, folder, *binds],
+            limits=limits,
+            gpu=gpu,
+            env={"PYTHONPATH": LIB_TARGET if isolation == "bubblewrap" else str(PACKAGE.parent)},
+            process_fallback=True,
+        )
+
+
+def limit_text(kind: str, limits: SandboxLimits) -> str:
+    """What a program's error kind says about the limits (the rest of the message says while doing what)."""
+    if kind == "memory":
+        return f"ran out of memory (the limit is {limits.memory_bytes / 2**30:.1f} GiB)"
+    if kind == "processes":
+        return f"tried to start more than {limits.max_processes} processes or threads (the limit)"
+    if kind == "file_size":
+        return f"wrote a file over {limits.max_file_bytes} bytes (the limit)"
+    return "failed"
+
+
+def checked_predictions(value: Any, count: int) -> list[int]:
+    """One class index 0..9 per image, from an untrusted reply; ValueError otherwise."""
+    if not isinstance(value, list) or len(value) != count:
+        raise ValueError(f"predictions are not a list of {count}")
+    if any(type(p) is not int or not 0 <= p < NUM_CLASSES for p in value):
+        raise ValueError("a prediction is not a class index 0..9")
+    return value
