@@ -46,6 +46,23 @@ VARIANTS = ("default", "alternatives")
 """Which variants a job runs: the first applicable one, or all the others (after a low default score)."""
 
 
+def warm_up() -> None:
+    """Called once by the warm sandbox's server (grader/sandbox/warm.py) before it forks any run: a pass of the
+    common networks (ResNet v1 basic and v2 bottleneck, the evaluator's batch and layout) on random data, on one
+    thread, so every forked child starts with oneDNN's kernels for those shapes built. No upload is involved."""
+    from grader.evaluation.evaluate import execution_settings
+    from grader.evaluation.resnet import CifarResNet, make_spec
+
+    torch.set_num_threads(1)  # no OpenMP thread team in the server: a forked child builds its own
+    for activation, kind in (("post", "basic"), ("pre", "bottleneck")):
+        spec = make_spec(activation=activation, kind=kind, blocks_per_stage=3)
+        batch, layout = execution_settings(spec, torch.device("cpu"))
+        network = CifarResNet(spec).eval().to(memory_format=layout)
+        with torch.inference_mode():
+            network(torch.rand(batch, 3, 32, 32).contiguous(memory_format=layout))
+            network(torch.rand(10_000 % batch or batch, 3, 32, 32).contiguous(memory_format=layout))
+
+
 def main(argv: list[str]) -> int:
     with protocol.result_channel() as channel:
         try:

@@ -104,6 +104,7 @@ def evaluate_reference(
         device=first.device,
     )
     result["isolation"] = first.isolation
+    result["sandbox_start"] = first.start  # "warm": forked from the warm server; "cold": a fresh child
     result["seconds"] = {**first.seconds, "total": round(time.perf_counter() - started, 3)}
     log.info("evaluated %s checkpoint %s: %s", label or "a", sha256[:12], result["accuracy_percent"])
     _RESULTS.put(key, result)
@@ -113,7 +114,7 @@ def evaluate_reference(
 class _Predicted:
     """A child's predictions, checked: every field below comes from an untrusted process."""
 
-    def __init__(self, payload: Mapping[str, Any], labels: torch.Tensor, isolation: str) -> None:
+    def __init__(self, payload: Mapping[str, Any], labels: torch.Tensor, isolation: str, start: str) -> None:
         count = int(labels.shape[0])
         raw_runs = payload.get("runs")
         if not isinstance(raw_runs, list) or len(raw_runs) > MAX_RUNS:
@@ -133,7 +134,7 @@ class _Predicted:
         self.variants_left = left if type(left) is int and 0 <= left < MAX_RUNS else 0
         seconds = payload.get("seconds") if isinstance(payload.get("seconds"), Mapping) else {}
         self.seconds = {str(k)[:20]: float(v) for k, v in list(seconds.items())[:4] if type(v) in (int, float)}
-        self.isolation = isolation
+        self.isolation, self.start = isolation, start
 
 
 def _mapping(payload: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -180,7 +181,7 @@ def _child(job: _ChildJob, variants: str) -> _Predicted | dict[str, Any]:
         return {"status": str(SandboxStatus.MEMORY_LIMIT), "message": message, "isolation": isolation}
     if reply.status == "predicted":
         try:
-            return _Predicted(reply.fields, job.testset.labels[: job.count], run.isolation)
+            return _Predicted(reply.fields, job.testset.labels[: job.count], run.isolation, run.start)
         except ValueError as exc:
             raise InfrastructureError(f"the evaluation child returned an unusable result: {exc}") from exc
     detail = reply.message or run.payload_error or run.message
@@ -221,6 +222,7 @@ def run_child(
         prefix="grader-reference-",
         binds=[images],
         gpu=device.type == "cuda",
+        warm=True,
     )
 
 

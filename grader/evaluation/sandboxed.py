@@ -6,7 +6,10 @@ The programs themselves hand back their reply through grader/sandbox/protocol.py
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,6 +21,9 @@ from grader.sandbox.archive import write_files
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.limits import SandboxLimits
 from grader.sandbox.runner import SandboxResult, path_inside, run_folder, run_sandboxed
+from grader.sandbox.warm import INPUT_DIR, WARM_ENV, WarmUnavailable, warm_server
+
+log = logging.getLogger(__name__)
 
 PACKAGE = Path(grader.__file__).resolve().parent
 LIB_TARGET, INPUT_TARGET, CODE_TARGET = "/sandbox/lib", "/sandbox/input", "/sandbox/code"
@@ -37,9 +43,18 @@ def run_grader_module(
     prefix: str,
     binds: Sequence[Bind] = (),
     gpu: bool = False,
+    warm: bool = False,
 ) -> SandboxResult:
     """`python -m <module> job.json` (the grader's own code, never a student's) in a fresh folder: `inputs` (job key →
-    file name, bytes) are written there and named in the job by their path inside; `binds` are shown as well."""
+    file name, bytes) are written there and named in the job by their path inside; `binds` are shown as well.
+
+    With `warm` (and where the warm sandbox works: bubblewrap, CPU, not switched off) the run is a child forked from
+    this process's warm server (grader/sandbox/warm.py) instead of a fresh Python; the result's `start` says which."""
+    if warm and isolation == "bubblewrap" and not gpu and warm_enabled():
+        try:
+            return _run_warm(module, job, inputs, limits, binds)
+        except WarmUnavailable as exc:
+            _warm_failed(str(exc))
     with run_folder(prefix) as work:
         folder = Bind(work / "input", INPUT_TARGET)
         lib = Bind(PACKAGE, f"{LIB_TARGET}/{PACKAGE.name}")
@@ -54,6 +69,33 @@ def run_grader_module(
             env={"PYTHONPATH": LIB_TARGET if isolation == "bubblewrap" else str(PACKAGE.parent)},
             process_fallback=True,
         )
+
+
+WARM_PRELOAD = ("grader.evaluation.child",)
+"""What the warm server imports once (and torch with it): the evaluation child, run in each forked child."""
+
+
+def warm_enabled() -> bool:
+    """The warm sandbox is on unless GRADER_SANDBOX_WARM=0 (then every run starts cold)."""
+    return os.environ.get(WARM_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _run_warm(
+    module: str,
+    job: Mapping[str, Any],
+    inputs: Mapping[str, tuple[str, bytes]],
+    limits: SandboxLimits,
+    binds: Sequence[Bind],
+) -> SandboxResult:
+    server = warm_server(WARM_PRELOAD, binds, {})
+    job = {**job, **{key: f"{INPUT_DIR}/{name}" for key, (name, _) in inputs.items()}}
+    files = {name: data for name, data in inputs.values()} | {"job.json": json.dumps(job).encode()}
+    return server.run(module, [module, f"{INPUT_DIR}/job.json"], files, limits)
+
+
+@functools.cache
+def _warm_failed(reason: str) -> None:
+    log.warning("the warm sandbox is not available here (%s): runs start cold", reason)
 
 
 def limit_text(kind: str, limits: SandboxLimits) -> str:

@@ -112,10 +112,13 @@ def command_line(
     env: Mapping[str, str],
     gpu: bool,
     chdir: str = "/tmp",
+    nested_userns: bool = False,
 ) -> list[str]:
-    """bwrap's arguments; `sources` replaces a bind's source with where it was staged (see runner)."""
+    """bwrap's arguments; `sources` replaces a bind's source with where it was staged (see runner). With
+    `nested_userns` the program may make user namespaces of its own: only for the warm sandbox's server, whose
+    children isolate themselves that way (and forbid any further one: grader/sandbox/warm.py)."""
     args = [bwrap.path, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-    if bwrap.disable_userns:
+    if bwrap.disable_userns and not nested_userns:
         args += ["--disable-userns"]
     args += ["--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
     args += _top_level_links() + _etc_binds()

@@ -107,7 +107,7 @@ def _prctl(option: int, value: int) -> None:
 def await_exit(uid: int) -> None:
     """Return once no process of the run's uid is left, zombies included: a finished run leaves nothing."""
     deadline = time.monotonic() + EXIT_WAIT_S
-    while (left := _tasks_by_real_uid(uid)) and time.monotonic() < deadline:
+    while (left := tasks_by_real_uid(uid)) and time.monotonic() < deadline:
         for pid, _, parent in left:
             with contextlib.suppress(ChildProcessError, ProcessLookupError, PermissionError):
                 if parent == os.getpid():
@@ -121,10 +121,10 @@ def await_exit(uid: int) -> None:
 
 def _own_tasks() -> int:
     """Processes and threads of this uid now: RLIMIT_NPROC counts them too when the uid cannot change."""
-    return sum(threads for _, threads, _ in _tasks_by_real_uid(os.getuid()))
+    return sum(threads for _, threads, _ in tasks_by_real_uid(os.getuid()))
 
 
-def _tasks_by_real_uid(uid: int) -> list[tuple[int, int, int]]:
+def tasks_by_real_uid(uid: int) -> list[tuple[int, int, int]]:
     """(pid, threads, parent pid) of the processes whose real uid is `uid` (from /proc/PID/status: zombies too)."""
     found = []
     for entry in os.scandir("/proc"):

@@ -137,7 +137,7 @@ def _run_bwrap(
     read_fd, write_fd = os.pipe()
     try:
         with run_folder("grader-sandbox-stage-") as stage_root:
-            staged = _stage(all_binds, stage_root)
+            staged = stage(all_binds, stage_root)
             env = bwrap.sandbox_env(limits, gpu=gpu, extra={**extra_env, RESULT_FD_ENV: str(write_fd)})
             argv = bwrap.command_line(found, command, binds=all_binds, sources=staged, limits=limits, env=env, gpu=gpu)
             uid = sandbox_uid()
@@ -186,7 +186,7 @@ def _run_plain_process(
                 os.close(fd)
 
 
-def _stage(binds: Sequence[Bind], stage_root: Path) -> dict[Path, Path]:
+def stage(binds: Sequence[Bind], stage_root: Path) -> dict[Path, Path]:
     """Mount points in `stage_root` for sources the sandbox user cannot reach; filled in by the child."""
     staged: dict[Path, Path] = {}
     for number, source in enumerate(dict.fromkeys(b.source for b in binds)):

@@ -63,6 +63,8 @@ class SandboxResult:
     insecure: bool = False
     isolation: str = "bubblewrap"
     """"bubblewrap", or "process": a plain child process with RLIMITs only (see `isolation_here`)."""
+    start: str = "cold"
+    """"cold": a fresh program started for the run; "warm": a child forked from the warm sandbox's server."""
 
     def evidence(self) -> dict[str, Any]:
         """JSON-ready facts about the run (no payload), for results and logs."""
@@ -74,11 +76,12 @@ class SandboxResult:
             "stderr_tail": self.stderr_tail[-1000:],
             "insecure_dev_mode": self.insecure,
             "isolation": self.isolation,
+            "start": self.start,
         }
 
 
 @dataclass(slots=True)
-class _Capture:
+class Capture:
     """One pipe's bytes: everything up to `cap` (result) or only a tail (stdout, stderr), and the total."""
 
     cap: int
@@ -99,10 +102,10 @@ class _Capture:
 
 
 @dataclass(slots=True)
-class _Outcome:
-    stdout: _Capture
-    stderr: _Capture
-    result: _Capture
+class Outcome:
+    stdout: Capture
+    stderr: Capture
+    result: Capture
     stopped_for: str | None
     """Why the parent killed the run: "wall", "stdout", "stderr" or "result"; None when it exited by itself."""
     wait_status: int | None
@@ -112,16 +115,16 @@ class _Outcome:
 
 def supervise(
     process: subprocess.Popen[bytes], result_fd: int, limits: SandboxLimits, group: cgroups.Cgroup | None
-) -> _Outcome:
+) -> Outcome:
     started = time.monotonic()
     deadline = started + limits.wall_seconds
     assert process.stdout is not None and process.stderr is not None
     captures = {
-        process.stdout.fileno(): ("stdout", _Capture(limits.max_output_bytes)),
-        process.stderr.fileno(): ("stderr", _Capture(limits.max_output_bytes)),
-        result_fd: ("result", _Capture(limits.max_result_bytes, keep_all=True)),
+        process.stdout.fileno(): ("stdout", Capture(limits.max_output_bytes)),
+        process.stderr.fileno(): ("stderr", Capture(limits.max_output_bytes)),
+        result_fd: ("result", Capture(limits.max_result_bytes, keep_all=True)),
     }
-    stopped_for = _read_all(captures, deadline)
+    stopped_for = read_all(captures, deadline)
     waited = None if stopped_for else _wait(process.pid, deadline)
     if waited is None:
         stopped_for = stopped_for or "wall"
@@ -130,7 +133,7 @@ def supervise(
     process.returncode = os.waitstatus_to_exitcode(waited[0]) if waited is not None else -signal.SIGKILL
     process.stdout.close()
     process.stderr.close()
-    return _Outcome(
+    return Outcome(
         *(capture for _, capture in captures.values()),
         stopped_for=stopped_for,
         wait_status=waited[0] if waited is not None else None,
@@ -140,7 +143,7 @@ def supervise(
     )
 
 
-def _read_all(captures: dict[int, tuple[str, _Capture]], deadline: float) -> str | None:
+def read_all(captures: dict[int, tuple[str, Capture]], deadline: float) -> str | None:
     """Read every pipe until all are closed; the reason to stop early, if any."""
     with selectors.DefaultSelector() as selector:
         for fd in captures:
@@ -182,12 +185,13 @@ def _kill(process: subprocess.Popen[bytes], group: cgroups.Cgroup | None) -> Non
 
 
 def result_of(
-    outcome: _Outcome,
+    outcome: Outcome,
     limits: SandboxLimits,
     group: cgroups.Cgroup | None,
     *,
     insecure: bool,
     isolation: str = "bubblewrap",
+    start: str = "cold",
 ) -> SandboxResult:
     status, message = _classify(outcome, limits, group)
     outcome.cpu_seconds = _cpu_seconds(outcome, group)
@@ -208,10 +212,11 @@ def result_of(
         cpu_seconds=outcome.cpu_seconds,
         insecure=insecure,
         isolation=isolation,
+        start=start,
     )
 
 
-def _classify(outcome: _Outcome, limits: SandboxLimits, group: cgroups.Cgroup | None) -> tuple[SandboxStatus, str]:
+def _classify(outcome: Outcome, limits: SandboxLimits, group: cgroups.Cgroup | None) -> tuple[SandboxStatus, str]:
     stopped = _stopped_message(outcome.stopped_for, limits)
     if stopped is not None:
         return stopped
@@ -251,7 +256,7 @@ def _stopped_message(stopped_for: str | None, limits: SandboxLimits) -> tuple[Sa
     return None
 
 
-def _cpu_seconds(outcome: _Outcome, group: cgroups.Cgroup | None) -> float:
+def _cpu_seconds(outcome: Outcome, group: cgroups.Cgroup | None) -> float:
     measured = group.cpu_seconds() if group is not None else None
     return measured if measured is not None else outcome.cpu_seconds
 
@@ -271,7 +276,7 @@ def _last_line(stderr: str) -> str:
     return f"; last error output: {lines[-1][:300]}" if lines else ""
 
 
-def _parse_payload(capture: _Capture) -> tuple[Any, str | None]:
+def _parse_payload(capture: Capture) -> tuple[Any, str | None]:
     if not capture.data:
         return None, "nothing was written to the result pipe"
     try:

@@ -9,6 +9,7 @@ import pytest
 
 from grader.evaluation.student import ModelInterface, read_model_interface
 from grader.sandbox import runner
+from grader.sandbox.warm import close_servers
 from tests.conftest import REPO_ROOT, sandbox_limits
 
 FAST = sandbox_limits(wall_seconds=10, cpu_seconds=5, memory_bytes=1 << 30, max_output_bytes=100_000)
@@ -33,6 +34,14 @@ def _record_own_sandbox_uids() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runner, "sandbox_uid", drawn)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _close_warm_servers() -> Iterator[None]:
+    """A test's warm sandbox server (started by its runs) ends with the test: the next test's check for processes
+    left behind then sees none of it."""
+    yield
+    close_servers()
 
 
 @pytest.fixture(scope="session")

@@ -63,9 +63,19 @@ def test_the_sandboxed_child_gives_the_in_process_evaluators_result(
     resnet20_checkpoint: Path, cifar10_root: Path
 ) -> None:
     result = isolated(resnet20_checkpoint, cifar10_root)
-    assert result["isolation"] == "bubblewrap"
+    assert result["isolation"] == "bubblewrap" and result["sandbox_start"] == "warm"
     assert result["status"] == "evaluated" and result["total"] == IMAGES
     assert result["accuracy_percent"] > 85  # the real ResNet-20, on the first 500 images
+    assert_same_result(result, in_process(resnet20_checkpoint, cifar10_root))
+
+
+def test_a_cold_start_gives_the_same_result(
+    resnet20_checkpoint: Path, cifar10_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GRADER_SANDBOX_WARM=0: a fresh Python per run, as where the warm sandbox cannot work."""
+    monkeypatch.setenv("GRADER_SANDBOX_WARM", "0")
+    result = isolated(resnet20_checkpoint, cifar10_root)
+    assert result["sandbox_start"] == "cold"
     assert_same_result(result, in_process(resnet20_checkpoint, cifar10_root))
 
 
@@ -120,7 +130,14 @@ def test_a_checkpoint_whose_pickle_would_run_code_is_rejected_and_nothing_runs(
 def test_a_run_past_the_wall_time_limit_is_timed_out_for_the_student(
     resnet20_checkpoint: Path, cifar10_root: Path
 ) -> None:
-    result = isolated(resnet20_checkpoint, cifar10_root, limits=sandbox_limits(wall_seconds=0.5))
+    # All 10,000 images: a warm child may finish the first 500 within half a second.
+    result = reference_mode.evaluate_reference(
+        resnet20_checkpoint,
+        preprocessing=IMAGENET,
+        cifar10_root=cifar10_root,
+        device="cpu",
+        limits=sandbox_limits(wall_seconds=0.5),
+    )
     assert result["status"] == "timed_out"
     assert result["message"] == "Evaluating your checkpoint stopped after 0.5 s of wall-clock time (the limit)."
     assert len(result["checkpoint_sha256"]) == 64
@@ -142,6 +159,7 @@ def test_a_child_that_crashes_is_a_grader_problem_not_a_result(
     """A crash of the grader's own child is retried by the worker, never blamed on the checkpoint."""
     empty = tmp_path / "grader"
     empty.mkdir()
+    monkeypatch.setenv("GRADER_SANDBOX_WARM", "0")  # a fresh child, started from the package below
     monkeypatch.setattr(sandboxed, "PACKAGE", empty)  # the child then cannot import its own code
     with pytest.raises(InfrastructureError, match=r"the evaluation child for 12fca82f0beb failed \(crashed\)"):
         isolated(resnet20_checkpoint, cifar10_root)

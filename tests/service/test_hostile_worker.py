@@ -115,9 +115,21 @@ def _own_sandbox_processes(hostile: HostileService) -> dict[int, str]:
         while current in processes and len(chain) < 64:
             chain.append(current)
             current = processes[current][0]
-        if any(str(hostile.tmpdir) in processes[member][1] for member in chain):
+        ours = any(str(hostile.tmpdir) in processes[member][1] for member in chain)
+        if ours and not _idle_warm_server(pid, processes):
             own[pid] = processes[pid][1][:200]
     return own
+
+
+def _idle_warm_server(pid: int, processes: dict[int, tuple[int, str]]) -> bool:
+    """The worker's warm sandbox server itself (its bubblewrap and the Python below it), which stays between runs; a
+    run's keeper or child (forked below that Python) is not."""
+
+    def is_warm_bwrap(member: int) -> bool:
+        command = processes.get(member, (0, ""))[1]
+        return command.split(" ", 1)[0].endswith("/bwrap") and "grader.sandbox.warm" in command
+
+    return is_warm_bwrap(pid) or is_warm_bwrap(processes[pid][0])
 
 
 def _worker_pids(service: RunningService) -> set[int]:
