@@ -221,6 +221,10 @@ class WarmUnavailable(Exception):
     """The warm path cannot work here (the caller runs cold); the message says why."""
 
 
+class _SetupFailed(Exception):
+    """The keeper could not make the run's namespaces: this machine cannot run warm."""
+
+
 class WarmServer:
     """One server for this process, started on first use with `preload` imported and `binds` visible."""
 
@@ -229,16 +233,29 @@ class WarmServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self._uid: int | None = None
+        self._unusable: str | None = None
+        """Why the warm path cannot work here (it failed to start, or a run could not isolate itself): runs then
+        start cold at once instead of trying again each time."""
         self._lock = threading.Lock()
 
     def run(self, module: str, argv: Sequence[str], inputs: Mapping[str, bytes], limits: SandboxLimits) -> Any:
         """One run of `module.main(argv)` in a fresh child; `inputs` (file name → bytes) are in INPUT_DIR.
         Returns a SandboxResult (start "warm"); raises WarmUnavailable when the server cannot start."""
         with self._lock:
+            if self._unusable is not None:
+                raise WarmUnavailable(self._unusable)
             if self._process is None or self._process.poll() is not None:
-                self._start(limits)
+                try:
+                    self._start(limits)
+                except WarmUnavailable as exc:
+                    self._unusable = str(exc)
+                    raise
             try:
                 return self._run(module, argv, inputs, limits)
+            except _SetupFailed as exc:
+                self._unusable = str(exc)
+                self.close()
+                raise WarmUnavailable(str(exc)) from exc
             except (BrokenPipeError, ConnectionError) as exc:  # the server died: the next run starts another
                 self.close()
                 raise WarmUnavailable(f"the warm sandbox's server went away ({exc})") from exc
@@ -341,6 +358,8 @@ class WarmServer:
         finally:
             for fd in (result, stdout, stderr, report):
                 os.close(fd)
+        if "error" in ended:  # the keeper could not isolate the run (e.g. nested user namespaces are refused here)
+            raise _SetupFailed(f"a warm run could not isolate itself: {str(ended['error'])[:300]}")
         if "wait_status" not in ended and stopped_for is None:
             raise ConnectionError(f"no report from the run's keeper: {ended.get('error', 'it ended without one')}")
         outcome = supervise.Outcome(

@@ -79,6 +79,15 @@ def test_a_cold_start_gives_the_same_result(
     assert_same_result(result, in_process(resnet20_checkpoint, cifar10_root))
 
 
+def test_where_the_warm_server_cannot_start_evaluations_start_cold(
+    resnet20_checkpoint: Path, cifar10_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandboxed, "WARM_PRELOAD", ("grader.no_such_module",))
+    result = isolated(resnet20_checkpoint, cifar10_root)
+    assert result["status"] == "evaluated" and result["sandbox_start"] == "cold"
+    assert_same_result(result, in_process(resnet20_checkpoint, cifar10_root))
+
+
 def test_a_low_score_tries_the_same_alternative_forward_passes(resnet20_checkpoint: Path, cifar10_root: Path) -> None:
     """Raw 0-255 inputs: near chance, so a second child runs the alternatives; the runs kept are the same."""
     result = isolated(resnet20_checkpoint, cifar10_root, preprocessing="none")

@@ -15,7 +15,7 @@ import pytest
 
 from grader.sandbox import SandboxLimits, SandboxResult, SandboxStatus, process
 from grader.sandbox.bwrap import Bind
-from grader.sandbox.warm import INPUT_DIR, WarmServer
+from grader.sandbox.warm import INPUT_DIR, WarmServer, WarmUnavailable
 from tests.sandbox.conftest import FAST
 
 pytestmark = pytest.mark.usefixtures("sandbox")
@@ -155,3 +155,16 @@ def _server_tasks(server: WarmServer) -> list[tuple[int, int, int]]:
     """(pid, threads, parent) of every process of the server's uid (its runs have it too)."""
     uid = server.uid if server.uid is not None else os.getuid()
     return process.tasks_by_real_uid(uid)
+
+
+def test_a_server_that_cannot_start_says_why_once_and_runs_start_cold_after(tmp_path: Path) -> None:
+    broken = WarmServer(["no_such_module_anywhere"], [], {})
+    try:
+        with pytest.raises(WarmUnavailable, match="no_such_module_anywhere"):
+            broken.run("no_such_module_anywhere", ["x"], {}, FAST)
+        assert broken.pid is None
+        with pytest.raises(WarmUnavailable, match="no_such_module_anywhere"):  # at once: no second start
+            broken.run("no_such_module_anywhere", ["x"], {}, FAST)
+        assert broken.pid is None
+    finally:
+        broken.close()
