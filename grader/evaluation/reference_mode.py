@@ -36,7 +36,13 @@ from grader.evaluation.cifar import Cifar10TestSet, load_cifar10_test
 from grader.evaluation.evaluate import ResultCache, Run, best_run, pick_device, reached_target, rejected, summarize
 from grader.evaluation.preprocessing import normalize_preprocessing
 from grader.evaluation.resnet import ForwardVariant
-from grader.evaluation.sandboxed import STUDENT_LIMITS, checked_predictions, limit_text, run_grader_module
+from grader.evaluation.sandboxed import (
+    STUDENT_LIMITS,
+    checked_predictions,
+    limit_text,
+    reported_seconds,
+    run_grader_module,
+)
 from grader.evaluation.testset_file import images_file
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.limits import SandboxLimits
@@ -132,8 +138,7 @@ class _Predicted:
         self.device = str(payload.get("device", ""))[:200]
         left = payload.get("variants_left")
         self.variants_left = left if type(left) is int and 0 <= left < MAX_RUNS else 0
-        seconds = payload.get("seconds") if isinstance(payload.get("seconds"), Mapping) else {}
-        self.seconds = {str(k)[:20]: float(v) for k, v in list(seconds.items())[:4] if type(v) in (int, float)}
+        self.seconds = reported_seconds(payload.get("seconds"), most=4)
         self.isolation, self.start = isolation, start
 
 

@@ -109,6 +109,24 @@ def limit_text(kind: str, limits: SandboxLimits) -> str:
     return "failed"
 
 
+def reported_seconds(value: Any, most: int = 5) -> dict[str, float]:
+    """A program's own timings (`{"load": 0.1, ...}`) from its untrusted reply: at most `most`, plain numbers only."""
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k)[:20]: float(v) for k, v in list(value.items())[:most] if type(v) in (int, float)}
+
+
+def failed_result(
+    status: SandboxStatus | str, message: str, context: Mapping[str, Any], run: SandboxResult | None = None
+) -> dict[str, Any]:
+    """The result of a run of a student's code that ended without one: its status and message in the student's
+    terms, what it was about (`context`) and, where it ran, how (`sandbox`)."""
+    result = {"status": str(status), "message": message, **context}
+    if run is not None:
+        result["sandbox"] = run.evidence()
+    return result
+
+
 def checked_predictions(value: Any, count: int) -> list[int]:
     """One class index 0..9 per image, from an untrusted reply; ValueError otherwise."""
     if not isinstance(value, list) or len(value) != count:

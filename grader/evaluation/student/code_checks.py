@@ -35,7 +35,7 @@ import numpy as np
 
 from grader.domain.status import SandboxStatus
 from grader.evaluation.cache_key import CODE_CHECKS_VERSION, SANDBOX_VERSION
-from grader.evaluation.sandboxed import CODE_TARGET, INPUT_TARGET, STUDENT_LIMITS
+from grader.evaluation.sandboxed import CODE_TARGET, INPUT_TARGET, STUDENT_LIMITS, failed_result, reported_seconds
 from grader.evaluation.student import code_checks_data_reader as data_reader
 from grader.evaluation.student import code_checks_network as network
 from grader.evaluation.student import code_checks_preprocessing as preprocessing
@@ -96,9 +96,9 @@ def run_code_checks(
     try:
         files = read_code_dir(Path(code_dir))
     except UnsafeUpload as exc:
-        return _failed(SandboxStatus.REJECTED_UNSAFE, exc.message, context)
+        return failed_result(SandboxStatus.REJECTED_UNSAFE, exc.message, context)
     except InvalidUpload as exc:
-        return _failed(SandboxStatus.REJECTED_INVALID_FILE, exc.message, context)
+        return failed_result(SandboxStatus.REJECTED_INVALID_FILE, exc.message, context)
     context["code_sha256"] = code_sha256(files)
     context["files"] = [name for name, _ in files][:50]
     started = time.perf_counter()
@@ -124,7 +124,7 @@ def run_code_checks(
     log.info("code checks of %s: %s in %.1f s", context["code_sha256"][:12], run.status, run.wall_seconds)
     payload = _payload(run)
     if isinstance(payload, tuple):
-        return _failed(*payload, context, run)
+        return failed_result(*payload, context, run)
     checks: dict[str, dict[str, Any]] = {}
     for stage, item in prepared.items():
         checks |= item.judge(payload.get(stage))
@@ -132,7 +132,7 @@ def run_code_checks(
     test_kind = checks.get("standardisation", {}).get("evidence", {}).get("test_preprocessing")
     if test_kind is not None:
         result["preprocessing"] = test_kind
-    result["seconds"] = {"total": round(time.perf_counter() - started, 3), **_seconds(run.payload)}
+    result["seconds"] = {"total": round(time.perf_counter() - started, 3), **_harness_seconds(run.payload)}
     return result
 
 
@@ -148,21 +148,9 @@ def _payload(run: SandboxResult) -> Mapping[str, Any] | tuple[SandboxStatus, str
     return checks
 
 
-def _seconds(payload: Any) -> dict[str, float]:
+def _harness_seconds(payload: Any) -> dict[str, float]:
     info = payload.get("info") if isinstance(payload, Mapping) else None
-    seconds = info.get("seconds") if isinstance(info, Mapping) else None
-    if not isinstance(seconds, Mapping):
-        return {}
-    return {str(k)[:20]: float(v) for k, v in list(seconds.items())[:5] if type(v) in (int, float)}
-
-
-def _failed(
-    status: SandboxStatus | str, message: str, context: Mapping[str, Any], run: SandboxResult | None = None
-) -> dict[str, Any]:
-    result = {"status": str(status), "message": message, **context}
-    if run is not None:
-        result["sandbox"] = run.evidence()
-    return result
+    return reported_seconds(info.get("seconds") if isinstance(info, Mapping) else None)
 
 
 def _write(folder: Path, name: str, data: bytes) -> None:

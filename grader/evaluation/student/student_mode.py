@@ -38,7 +38,15 @@ from grader.evaluation.cifar import Cifar10TestSet, load_cifar10_test
 from grader.evaluation.evaluate import accuracy_summary, describe_device
 from grader.evaluation.program import Program, ProgramRejected
 from grader.evaluation.reference_mode import run_child
-from grader.evaluation.sandboxed import CODE_TARGET, INPUT_TARGET, STUDENT_LIMITS, checked_predictions, limit_text
+from grader.evaluation.sandboxed import (
+    CODE_TARGET,
+    INPUT_TARGET,
+    STUDENT_LIMITS,
+    checked_predictions,
+    failed_result,
+    limit_text,
+    reported_seconds,
+)
 from grader.evaluation.student.interface import ModelInterface
 from grader.evaluation.student.trace import architecture_from_trace, summarize_trace
 from grader.evaluation.transforms import identify_preprocessing
@@ -95,21 +103,24 @@ def evaluate_student_code(
         "label": label,
         "checkpoint_sha256": checkpoint_sha,
         "evaluator_version": EVALUATOR_VERSION,
+        "sandbox_version": SANDBOX_VERSION,
     }
     try:
         sniff_format(data)  # the first bytes only: the file is parsed in the sandbox, never here
     except CheckpointRejected as exc:
-        return _failed(SandboxStatus.REJECTED_INVALID_FILE, exc.message, context)
+        return failed_result(SandboxStatus.REJECTED_INVALID_FILE, exc.message, context)
     try:
         files = read_code_dir(Path(code_dir))
     except UnsafeUpload as exc:
-        return _failed(SandboxStatus.REJECTED_UNSAFE, exc.message, context)
+        return failed_result(SandboxStatus.REJECTED_UNSAFE, exc.message, context)
     except InvalidUpload as exc:
-        return _failed(SandboxStatus.REJECTED_INVALID_FILE, exc.message, context)
+        return failed_result(SandboxStatus.REJECTED_INVALID_FILE, exc.message, context)
     context["code_sha256"] = code_sha256(files)
     missing = _missing_modules(files, interface)
     if missing:
-        return _failed(SandboxStatus.REJECTED_INVALID_FILE, f"{' and '.join(missing)} not found in your code", context)
+        return failed_result(
+            SandboxStatus.REJECTED_INVALID_FILE, f"{' and '.join(missing)} not found in your code", context
+        )
     count = min(limit_images or len(testset), len(testset))
     started = time.perf_counter()
     probes = probe_images(np.random.default_rng())
@@ -117,17 +128,18 @@ def evaluate_student_code(
     log.info("student-code run for %s %s: %s in %.1f s", label, checkpoint_sha[:12], run.status, run.wall_seconds)
     built = _outcome(run, limits)
     if isinstance(built, tuple):
-        return _failed(*built, context, run)
+        return failed_result(*built, context, run)
     program, preprocessing = _read_payload(built, probes, interface)
     if isinstance(program, str):
-        return _failed(REJECTED, program, context, run)
+        return failed_result(REJECTED, program, context, run)
     assert preprocessing is not None
     ran = _run_program(data, checkpoint_sha, built["program"], preprocessing, testset, count, limits, device)
     if isinstance(ran, tuple):
-        return _failed(*ran, context, run)
+        return failed_result(*ran, context, run)
     result = _evaluated(ran, testset, count, arguments, interface, preprocessing, context)
     result["sandbox"] = run.evidence()
-    result["seconds"] = {**_seconds(run.payload.get("info")), "total": round(time.perf_counter() - started, 3)}
+    info = run.payload.get("info") if isinstance(run.payload.get("info"), Mapping) else {}
+    result["seconds"] = {**reported_seconds(info.get("seconds")), "total": round(time.perf_counter() - started, 3)}
     return result
 
 
@@ -324,7 +336,6 @@ def _evaluated(
     return {
         "status": "evaluated",
         **context,
-        "sandbox_version": SANDBOX_VERSION,
         **accuracy_summary(torch.tensor(ran.predictions, dtype=torch.int64), labels, testset.class_names),
         "architecture": architecture_from_trace(ran.trace),
         "trace": summarize_trace(ran.trace),
@@ -337,20 +348,3 @@ def _evaluated(
         "dataset": {"images": count, "pixels_sha256": testset.pixels_sha256},
         "isolation": ran.isolation,
     }
-
-
-def _seconds(info: Any) -> dict[str, float]:
-    """The harness's own timings (import, probe, export), kept only when they are plain numbers."""
-    seconds = info.get("seconds") if isinstance(info, Mapping) else None
-    if not isinstance(seconds, Mapping):
-        return {}
-    return {str(k)[:20]: float(v) for k, v in list(seconds.items())[:5] if type(v) in (int, float)}
-
-
-def _failed(
-    status: SandboxStatus | str, message: str, context: Mapping[str, Any], run: SandboxResult | None = None
-) -> dict[str, Any]:
-    result = {"status": str(status), "message": message, **context, "sandbox_version": SANDBOX_VERSION}
-    if run is not None:
-        result["sandbox"] = run.evidence()
-    return result
