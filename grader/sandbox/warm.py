@@ -62,7 +62,8 @@ INPUT_DIR = "/tmp/input"
 
 _CLONE_NEWNS, _CLONE_NEWUTS, _CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT = 0x1, 0x2, 0x4, 0x8, 0x20
+_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS = 1, 24, 38
 _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 _CAP_LAST = 63
@@ -159,8 +160,7 @@ def _run(
         os._exit(72)  # the keeper was killed before PDEATHSIG was set: nobody would stop this run
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "making / private")
     _check(libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None), "mounting /proc")
-    size = f"size={int(request['tmp_bytes'])},mode=1777".encode()
-    _check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", _MS_NOSUID | _MS_NODEV, size), "mounting /tmp")
+    _private_tmp(libc, int(request["tmp_bytes"]), request.get("keep", []))
     Path("/proc/sys/user/max_user_namespaces").write_text("0")  # as bwrap's --disable-userns does
     os.makedirs(INPUT_DIR, mode=0o755)
     for (name, _), fd in zip(request["inputs"], inputs, strict=True):
@@ -198,6 +198,25 @@ def _run(
         os._exit(code)
 
 
+def _private_tmp(libc: ctypes.CDLL, size: int, keep: Sequence[str]) -> None:
+    """A fresh, size-capped /tmp of the run's own; the server's binds that lie under /tmp (a Python or checkout
+    there, as in a CI clone) are bound again on top of it, read-only, as bubblewrap does for a cold run."""
+    held = [(target, os.open(target, os.O_PATH)) for target in keep]
+    options = f"size={size},mode=1777".encode()
+    _check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", _MS_NOSUID | _MS_NODEV, options), "mounting /tmp")
+    for target, fd in held:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            Path(target).touch()
+        source = f"/proc/self/fd/{fd}".encode()
+        _check(libc.mount(source, target.encode(), None, _MS_BIND | _MS_REC, None), f"binding {target}")
+        flags = _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _MS_NOSUID | _MS_NODEV
+        _check(libc.mount(None, target.encode(), None, flags, None), f"making {target} read-only")
+        os.close(fd)
+
+
 def _drop_capabilities(libc: ctypes.CDLL) -> None:
     """No capability left (in the run's own user namespace), none to regain: the mounts stay as they are."""
     for cap in range(_CAP_LAST + 1):
@@ -233,6 +252,8 @@ class WarmServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self._uid: int | None = None
+        self._under_tmp: list[str] = []
+        """Targets of the server's binds under /tmp, which a run's private /tmp must not hide."""
         self._unusable: str | None = None
         """Why the warm path cannot work here (it failed to start, or a run could not isolate itself): runs then
         start cold at once instead of trying again each time."""
@@ -278,6 +299,7 @@ class WarmServer:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # The server is the grader's own code: its package is always shown, and found first.
         all_binds = [*bwrap.python_binds(), Bind(PACKAGE, f"{LIB_TARGET}/{PACKAGE.name}"), *self.binds]
+        self._under_tmp = sorted({b.target for b in all_binds if b.target.startswith("/tmp/")})
         with runner.run_folder("grader-sandbox-stage-") as stage_root, _error_log() as errors:
             staged = runner.stage(all_binds, stage_root)
             python_path = ":".join(filter(None, [LIB_TARGET, self.env.get("PYTHONPATH")]))
@@ -337,6 +359,7 @@ class WarmServer:
             "inputs": [[name, len(data)] for name, data in inputs.items()],
             "rlimits": self._rlimits(limits),
             "tmp_bytes": limits.tmp_bytes,
+            "keep": self._under_tmp,
         }
         try:
             socket.send_fds(self._control, [json.dumps(request).encode()], [w for _, w in pipes] + files)

@@ -13,12 +13,18 @@ from typing import Any
 
 import pytest
 
-from grader.sandbox import SandboxLimits, SandboxResult, SandboxStatus, process
+from grader.sandbox import SandboxLimits, SandboxResult, SandboxStatus, bwrap, process
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.warm import INPUT_DIR, WarmServer, WarmUnavailable
 from tests.sandbox.conftest import FAST
 
 pytestmark = pytest.mark.usefixtures("sandbox")
+
+CANARY_TARGET = "/tmp/canary-lib"
+FRESH_TMP = {"input", "canary-lib"} | {
+    b.target.split("/")[2] for b in bwrap.python_binds() if b.target.startswith("/tmp/")
+}
+"""What a run's /tmp holds: its inputs and the mount points of binds that lie under /tmp."""
 
 CANARY = """
 import ctypes, json, os, signal, socket, subprocess, sys, time
@@ -47,7 +53,7 @@ def main(argv):
             ("unmount_proc", lambda: libc.umount2(b"/proc", 2) == 0 or 1 / 0),
             ("mount_tmpfs", lambda: libc.mount(b"t", b"/usr", b"tmpfs", 0, None) == 0 or 1 / 0),
             ("write_usr", lambda: open("/usr/canary", "w")),
-            ("write_grader", lambda: open("/sandbox/canary/canary.py", "a")),
+            ("write_canary", lambda: open("/tmp/canary-lib/canary.py", "a")),
         ]:
             try:
                 call()
@@ -69,6 +75,9 @@ def main(argv):
             except OSError:
                 pass
         reply({"killed": "tried"})
+    elif action == "lazy":
+        import lazy_canary  # not imported by the server: read from its bind under /tmp in the run
+        reply({"seen": lazy_canary.SEEN})
     elif action == "hang":
         time.sleep(600)
     elif action == "memory":
@@ -87,7 +96,9 @@ def server(tmp_path: Path) -> Iterator[WarmServer]:
     folder.mkdir()
     (folder / "canary.py").write_text(textwrap.dedent(CANARY))
     os.chmod(tmp_path, 0o755)
-    warm = WarmServer(["canary"], [Bind(folder, "/sandbox/canary")], {"PYTHONPATH": "/sandbox/canary"})
+    (folder / "lazy_canary.py").write_text("SEEN = 'imported in the run'\n")
+    # Under /tmp on purpose: a run's private /tmp must not hide it (a CI clone keeps Python and the code there).
+    warm = WarmServer(["canary"], [Bind(folder, CANARY_TARGET)], {"PYTHONPATH": CANARY_TARGET})
     yield warm
     warm.close()
 
@@ -107,13 +118,18 @@ def test_a_run_gets_its_own_inputs_and_its_reply_comes_back_warm(server: WarmSer
     assert server.pid is not None and first.evidence()["start"] == "warm"
 
 
+def test_code_under_tmp_stays_importable_in_a_runs_private_tmp(server: WarmServer) -> None:
+    result = run(server, "lazy")
+    assert (result.status, result.payload) == (SandboxStatus.OK, {"seen": "imported in the run"}), result
+
+
 def test_a_run_sees_no_other_process_no_network_and_cannot_regain_privileges(server: WarmServer) -> None:
     result = run(server, "look")
     assert result.status is SandboxStatus.OK, result
     found = result.payload
     assert found["pids"] == [1], found  # not the server, not the keeper, not another run
     assert found["network"] != "connected"
-    assert found["tmp"] == ["input"]
+    assert set(found["tmp"]) == FRESH_TMP
     assert set(found["outcomes"].values()) == {"refused"}, found
 
 
@@ -127,7 +143,7 @@ def test_nothing_a_run_starts_or_writes_outlives_it(server: WarmServer) -> None:
     while len(_server_tasks(server)) > len(idle) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(_server_tasks(server)) <= len(idle), (idle, _server_tasks(server))  # they died with the run
-    assert run(server, "look").payload["tmp"] == ["input"]  # the next run's /tmp is empty
+    assert set(run(server, "look").payload["tmp"]) == FRESH_TMP  # nothing planted survives
 
 
 def test_a_run_that_kills_everything_it_can_name_kills_only_itself(server: WarmServer) -> None:
