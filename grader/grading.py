@@ -43,19 +43,19 @@ def evaluate_checkpoints_locally(
     code_ids = {label: files.add_code(path, field=f"{label}_code") for label, path in (code or {}).items()}
     if code_ids and rubric_path is None:
         raise InputError("student code needs the assignment's rubric (its model_interface)", field="--code")
-    rubric = rubric_path or Path("-")
     requests = {}
     results: dict[str, dict[str, Any]] = {}
     for label, path in checkpoints.items():
         try:
             requests[label] = checkpoint_request(
-                label, sheet, files.add_file(path), code_sha256=code_ids.get(label), rubric=rubric
+                label, sheet, files.add_file(path), code_sha256=code_ids.get(label), rubric=rubric_path
             )
         except InvalidAnswer as exc:  # the sheet does not say how to run it, as in the service
             results[label] = {"status": "rejected", "message": exc.message}
     if code_ids:
         label = min(code_ids)  # v1 before v2, as the service prefers v1_code
-        checks = code_checks_request(f"{label}_code", code_ids[label], rubric=rubric)
+        assert rubric_path is not None  # refused above otherwise
+        checks = code_checks_request(f"{label}_code", code_ids[label], rubric=rubric_path)
         if checks is not None:
             requests[EVALUATION_LABEL] = checks
     for label, request in requests.items():

@@ -49,7 +49,7 @@ class EvaluationRequest:
 
 
 def checkpoint_request(
-    label: str, sheet: Mapping[str, Any], checkpoint_sha256: str, *, code_sha256: str | None, rubric: Path
+    label: str, sheet: Mapping[str, Any], checkpoint_sha256: str, *, code_sha256: str | None, rubric: Path | None
 ) -> EvaluationRequest:
     """The evaluation of checkpoint `label`: in student-code mode when the student's code came with it, else on the
     grader's reference family. Raises InvalidAnswer when the sheet does not say how to run the student's code (or
@@ -61,7 +61,7 @@ def checkpoint_request(
         return EvaluationRequest(label, checkpoint_sha256, key, preprocessing)
     from grader.evaluation.student import read_model_interface, read_network_config
 
-    interface = read_model_interface(rubric)
+    interface = read_model_interface(rubric) if rubric is not None else None
     if interface is None:
         raise InvalidAnswer(f"this assignment does not run student code; upload {label} without {label}_code")
     arguments = interface.arguments(label, read_network_config(sheet, label, interface))

@@ -17,7 +17,7 @@ from typing import Any
 
 import grader
 from grader.domain.status import SandboxStatus
-from grader.sandbox.archive import write_files
+from grader.sandbox.archive import InvalidUpload, UnsafeUpload, read_code_dir, write_files
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.limits import SandboxLimits
 from grader.sandbox.runner import SandboxResult, path_inside, run_folder, run_sandboxed
@@ -114,6 +114,16 @@ def reported_seconds(value: Any, most: int = 5) -> dict[str, float]:
     if not isinstance(value, Mapping):
         return {}
     return {str(k)[:20]: float(v) for k, v in list(value.items())[:most] if type(v) in (int, float)}
+
+
+def read_student_code(code_dir: Path) -> list[tuple[str, bytes]] | tuple[SandboxStatus, str]:
+    """The student's .py files as (relative path, bytes), or (status, why) when the folder is unsafe or unusable."""
+    try:
+        return read_code_dir(Path(code_dir))
+    except UnsafeUpload as exc:
+        return SandboxStatus.REJECTED_UNSAFE, exc.message
+    except InvalidUpload as exc:
+        return SandboxStatus.REJECTED_INVALID_FILE, exc.message
 
 
 def failed_result(

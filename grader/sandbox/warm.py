@@ -39,12 +39,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import grader
-from grader.sandbox import bwrap, process, runner, supervise
+from grader.sandbox import bwrap, process, protocol, runner, supervise
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.limits import SandboxLimits
 
@@ -54,7 +54,7 @@ PACKAGE = Path(grader.__file__).resolve().parent
 LIB_TARGET = "/sandbox/lib"
 """Where the server sees the grader's package."""
 RESULT_FD = 3
-"""The result pipe's number in a run's child ($GRADER_RESULT_FD)."""
+"""The result pipe's number in a run's child (named by protocol.RESULT_FD_ENV)."""
 MAX_MESSAGE = 1 << 16
 MAX_FDS = 64
 READY = b"ready"
@@ -179,7 +179,7 @@ def _run(
         resource.setrlimit(kind, (soft, hard))
     _drop_capabilities(libc)
     os.chdir("/tmp")
-    os.environ["GRADER_RESULT_FD"] = str(RESULT_FD)
+    os.environ[protocol.RESULT_FD_ENV] = str(RESULT_FD)
     sys.argv = list(request["argv"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     code = 1
@@ -300,7 +300,7 @@ class WarmServer:
         # The server is the grader's own code: its package is always shown, and found first.
         all_binds = [*bwrap.python_binds(), Bind(PACKAGE, f"{LIB_TARGET}/{PACKAGE.name}"), *self.binds]
         self._under_tmp = sorted({b.target for b in all_binds if b.target.startswith("/tmp/")})
-        with runner.run_folder("grader-sandbox-stage-") as stage_root, _error_log() as errors:
+        with runner.run_folder("grader-sandbox-stage-") as stage_root, tempfile.TemporaryFile() as errors:
             staged = runner.stage(all_binds, stage_root)
             python_path = ":".join(filter(None, [LIB_TARGET, self.env.get("PYTHONPATH")]))
             extra = {**self.env, "PYTHONPATH": python_path, CONTROL_ENV: str(theirs.fileno())}
@@ -436,12 +436,6 @@ def _read_report(fd: int, deadline: float) -> dict[str, Any]:
     except ValueError:
         return {}
     return report if isinstance(report, dict) else {}
-
-
-@contextlib.contextmanager
-def _error_log() -> Iterator[BinaryIO]:
-    with tempfile.TemporaryFile() as handle:
-        yield handle
 
 
 _SERVERS: dict[tuple[tuple[str, ...], tuple[Bind, ...]], WarmServer] = {}

@@ -35,7 +35,14 @@ import numpy as np
 
 from grader.domain.status import SandboxStatus
 from grader.evaluation.cache_key import CODE_CHECKS_VERSION, SANDBOX_VERSION
-from grader.evaluation.sandboxed import CODE_TARGET, INPUT_TARGET, STUDENT_LIMITS, failed_result, reported_seconds
+from grader.evaluation.sandboxed import (
+    CODE_TARGET,
+    INPUT_TARGET,
+    STUDENT_LIMITS,
+    failed_result,
+    read_student_code,
+    reported_seconds,
+)
 from grader.evaluation.student import code_checks_data_reader as data_reader
 from grader.evaluation.student import code_checks_network as network
 from grader.evaluation.student import code_checks_preprocessing as preprocessing
@@ -43,7 +50,7 @@ from grader.evaluation.student import code_checks_training as training
 from grader.evaluation.student.code_checks_common import INCORRECT, Verdict
 from grader.evaluation.student.code_checks_spec import STAGES, CodeChecksSpec
 from grader.evaluation.student.student_mode import harness_files
-from grader.sandbox.archive import InvalidUpload, UnsafeUpload, code_sha256, read_code_dir, write_files
+from grader.sandbox.archive import code_sha256, write_files
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.limits import MIB, SandboxLimits
 from grader.sandbox.protocol import Reply
@@ -93,12 +100,9 @@ def run_code_checks(
         "code_checks_version": CODE_CHECKS_VERSION,
         "sandbox_version": SANDBOX_VERSION,
     }
-    try:
-        files = read_code_dir(Path(code_dir))
-    except UnsafeUpload as exc:
-        return failed_result(SandboxStatus.REJECTED_UNSAFE, exc.message, context)
-    except InvalidUpload as exc:
-        return failed_result(SandboxStatus.REJECTED_INVALID_FILE, exc.message, context)
+    files = read_student_code(code_dir)
+    if isinstance(files, tuple):
+        return failed_result(*files, context)
     context["code_sha256"] = code_sha256(files)
     context["files"] = [name for name, _ in files][:50]
     started = time.perf_counter()

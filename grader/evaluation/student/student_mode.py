@@ -45,13 +45,14 @@ from grader.evaluation.sandboxed import (
     checked_predictions,
     failed_result,
     limit_text,
+    read_student_code,
     reported_seconds,
 )
 from grader.evaluation.student.interface import ModelInterface
 from grader.evaluation.student.trace import architecture_from_trace, summarize_trace
 from grader.evaluation.transforms import identify_preprocessing
 from grader.sandbox import protocol
-from grader.sandbox.archive import InvalidUpload, UnsafeUpload, code_sha256, read_code_dir, write_files
+from grader.sandbox.archive import code_sha256, write_files
 from grader.sandbox.bwrap import Bind
 from grader.sandbox.limits import SandboxLimits
 from grader.sandbox.protocol import Reply
@@ -109,12 +110,9 @@ def evaluate_student_code(
         sniff_format(data)  # the first bytes only: the file is parsed in the sandbox, never here
     except CheckpointRejected as exc:
         return failed_result(SandboxStatus.REJECTED_INVALID_FILE, exc.message, context)
-    try:
-        files = read_code_dir(Path(code_dir))
-    except UnsafeUpload as exc:
-        return failed_result(SandboxStatus.REJECTED_UNSAFE, exc.message, context)
-    except InvalidUpload as exc:
-        return failed_result(SandboxStatus.REJECTED_INVALID_FILE, exc.message, context)
+    files = read_student_code(code_dir)
+    if isinstance(files, tuple):
+        return failed_result(*files, context)
     context["code_sha256"] = code_sha256(files)
     missing = _missing_modules(files, interface)
     if missing:
