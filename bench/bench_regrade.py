@@ -47,7 +47,7 @@ class NoQueue:
     def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
         raise AssertionError("a job needed the queue")
 
-    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str, *, gpu: bool = True) -> None:
         raise AssertionError("a checkpoint evaluation was asked for")
 
     def run_regrade(self, regrade_id: str) -> None:

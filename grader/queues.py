@@ -82,8 +82,9 @@ class CeleryDispatcher:
     def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
         self.app.send_task("grader.grade_job", args=[job_id], kwargs={"resumed": resumed}, queue=CPU_QUEUE)
 
-    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
-        self.app.send_task("grader.evaluate_checkpoint", args=[evaluation_id, job_id], queue=GPU_QUEUE)
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str, *, gpu: bool = True) -> None:
+        queue = GPU_QUEUE if gpu else CPU_QUEUE
+        self.app.send_task("grader.evaluate_checkpoint", args=[evaluation_id, job_id], queue=queue)
 
     def run_regrade(self, regrade_id: str) -> None:
         self.app.send_task("grader.run_regrade", args=[regrade_id], queue=REGRADE_QUEUE)

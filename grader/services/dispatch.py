@@ -14,8 +14,9 @@ class Dispatcher(Protocol):
         `resumed`: a wake-up after checkpoint evaluations finished, which does not count as a new attempt.
         """
 
-    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
-        """Queue one checkpoint evaluation (the `gpu` queue); it re-queues the job when done."""
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str, *, gpu: bool = True) -> None:
+        """Queue one evaluation row; it wakes the job when done. `gpu`: a checkpoint's run over the test set (the `gpu`
+        queue); False for the Q1 code checks, CPU work on small inputs (the `cpu` queue)."""
 
     def run_regrade(self, regrade_id: str) -> None:
         """Queue the next chunk of a batch regrade (the `regrade` queue, so students' new work never waits

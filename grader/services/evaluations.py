@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from grader.db.models import CheckpointEvaluation, Submission, as_utc, utcnow
 from grader.domain.status import EvaluationStatus
 from grader.errors import InvalidAnswer
-from grader.evaluation.request import EvaluationRequest, checkpoint_request, code_checks_request
+from grader.evaluation.request import CODE_CHECKS, EvaluationRequest, checkpoint_request, code_checks_request
 from grader.services import leases
 from grader.services.submissions import CHECKPOINT_FIELDS
 from grader.settings import Settings
@@ -85,6 +85,13 @@ def _plan_code_checks(
     request = code_checks_request(field, files[field], rubric=rubric) if field is not None else None
     if request is not None:
         _settle(plan, EVALUATION_LABEL, _find_or_create(session, request), since)
+
+
+def needs_gpu(row: CheckpointEvaluation) -> bool:
+    """Whether the row runs a network over the test set (the `gpu` queue's work). The code checks run the student's
+    functions on the grader's small inputs: CPU work, for the `cpu` queue, so they never hold a GPU worker and run
+    beside the checkpoints' evaluations."""
+    return row.mode != CODE_CHECKS
 
 
 def _settle(plan: EvaluationPlan, label: str, row: CheckpointEvaluation, since: datetime) -> None:

@@ -24,7 +24,7 @@ from grader.rubric.engine import grade_sheet
 from grader.rubric.model import Rubric, RubricCatalog
 from grader.services import leases
 from grader.services.dispatch import Dispatcher
-from grader.services.evaluations import EvaluationPlan, plan_evaluations
+from grader.services.evaluations import EvaluationPlan, needs_gpu, plan_evaluations
 from grader.services.submissions import stored_sheet
 from grader.settings import Settings
 from grader.storage import ArtifactStore
@@ -195,7 +195,7 @@ def _wait_for(session: Session, *, job: GradingJob, plan: EvaluationPlan, dispat
     leases.release(job)
     session.commit()
     for evaluation in to_send:
-        dispatcher.evaluate_checkpoint(evaluation.id, job.id)
+        dispatcher.evaluate_checkpoint(evaluation.id, job.id, gpu=needs_gpu(evaluation))
     # An evaluation that finished while this worker held the job sent its wake-up to a held job, which did nothing;
     # from the commit above on, a finishing evaluation sees the job waiting and unheld. So look once more.
     ids = [evaluation.id for evaluation in plan.pending.values()]

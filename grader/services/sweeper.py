@@ -28,6 +28,7 @@ from grader.db.models import CheckpointEvaluation, GradingJob, JobEvaluation, Re
 from grader.domain.status import EvaluationStatus, JobStatus
 from grader.services import leases
 from grader.services.dispatch import Dispatcher
+from grader.services.evaluations import needs_gpu
 from grader.services.jobs import queue_job, stale_jobs
 from grader.settings import Settings
 
@@ -154,7 +155,7 @@ def _resend_job(
         last_seen = as_utc(row.started_at or row.queued_at or row.created_at)
         if leases.has_lapsed(row, clock.now) or (touched < clock.stuck and last_seen < clock.stuck):
             leases.release(row)
-            dispatcher.evaluate_checkpoint(row.id, job.id)
+            dispatcher.evaluate_checkpoint(row.id, job.id, gpu=needs_gpu(row))
             report.resent_evaluations.append(row.id)
             sent = True
     return sent

@@ -49,3 +49,26 @@ def interface() -> ModelInterface:
     found = read_model_interface(Path(REPO_ROOT / "rubrics" / "csce636-hw3.yaml"))
     assert found is not None
     return found
+
+
+HEAP_FAULTS = """
+def heap_faults(rounds=4, size=20 << 20, count=3):
+    # Page faults of each round of allocating, touching and freeing `count` blocks: what a network's activations
+    # cost a run per batch.
+    import ctypes, resource
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    faults = []
+    for _ in range(rounds):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        blocks = [libc.malloc(size) for _ in range(count)]
+        for block in blocks:
+            ctypes.memset(block, 1, size)
+        for block in blocks:
+            libc.free(block)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return faults
+"""
+"""A sandboxed program's function: with glibc's defaults every round faults its 60 MiB in again; with the runs' malloc
+settings (grader/sandbox/bwrap.py) only the first does."""

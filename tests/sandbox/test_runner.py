@@ -27,7 +27,7 @@ from grader.sandbox import (
     supervise,
 )
 from tests.conftest import REPO_ROOT
-from tests.sandbox.conftest import FAST, OWN_SANDBOX_UIDS
+from tests.sandbox.conftest import FAST, HEAP_FAULTS, OWN_SANDBOX_UIDS
 
 pytestmark = pytest.mark.usefixtures("sandbox")
 
@@ -78,6 +78,15 @@ def test_a_result_comes_back_through_the_pipe_and_the_environment_is_only_the_sa
     assert seen["init"] == f"PATH={bwrap.SANDBOX_PATH}\x00"  # bwrap's own environment: nothing of ours
     assert seen["uid"] != 0 and seen["cwd"] == "/tmp"
     assert "home" not in seen["root"] and "var" not in seen["root"]
+
+
+def test_a_run_keeps_the_memory_it_freed_for_its_next_batch() -> None:
+    reply = "import json, os\nos.write(int(os.environ['GRADER_RESULT_FD']), json.dumps(heap_faults()).encode())\n"
+    code = HEAP_FAULTS + reply
+    result = python(code)
+    assert result.status is SandboxStatus.OK, result.message
+    first, *later = result.payload
+    assert first > 10_000 and max(later) < first // 10, result.payload
 
 
 def test_the_filesystem_is_read_only_except_a_private_tmp(tmp_path: Path) -> None:

@@ -137,7 +137,7 @@ class _NoQueue:
     def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
         raise AssertionError("answers-only sheets need no queue")
 
-    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str, *, gpu: bool = True) -> None:
         raise AssertionError("answers-only sheets need no evaluation")
 
     def run_regrade(self, regrade_id: str) -> None:

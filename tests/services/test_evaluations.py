@@ -110,3 +110,53 @@ def test_code_uploads_get_one_cached_code_check_evaluation(settings: Settings) -
     assert key == row.cache_key
     other = parse_code_checks({"preprocessing": {"seeds": 512}})
     assert code_checks_cache_key(code_sha256=code_sha, spec=other.to_json()) != key
+
+
+class _Sent:
+    """A dispatcher that keeps which evaluations went to which queue (the broker is not what this test is about)."""
+
+    def __init__(self) -> None:
+        self.evaluations: dict[str, bool] = {}
+        self.jobs: list[str] = []
+
+    def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
+        self.jobs.append(job_id)
+
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str, *, gpu: bool = True) -> None:
+        self.evaluations[evaluation_id] = gpu
+
+    def run_regrade(self, regrade_id: str) -> None:
+        raise AssertionError("no regrade here")
+
+    def check_broker(self, *, timeout_s: float) -> None:
+        pass
+
+
+def test_a_checkpoint_goes_to_the_gpu_queue_and_the_code_checks_to_the_cpu_queue(settings: Settings) -> None:
+    """The code checks run the student's functions on small inputs: they never hold a GPU worker, and run beside
+    the checkpoint's evaluation."""
+    from grader.db.models import CheckpointEvaluation
+    from grader.services import jobs
+    from tests.sandbox.code_folders import sources
+
+    files = [IncomingFile("code", f"{name}.py", [text.encode()]) for name, text in sources().items()]
+    with session_scope(settings.resolved_database_url) as session:
+        sync_assignments(session, catalog=RubricCatalog(settings.rubrics_dir))
+        user = create_user(session, username="amy", role=Role.STUDENT)
+        submission = create_submission(
+            session,
+            settings=settings,
+            user=user,
+            assignment_id="csce636-hw3",
+            answers=IncomingFile("answers", SHEET.name, [SHEET.read_bytes()]),
+            checkpoints=[IncomingFile("v1", "model-v1.pt", [_checkpoint_bytes()])],
+            code={"code": files},
+        )
+        session.commit()
+        sent = _Sent()
+        status = jobs.run_job(
+            session, job_id=submission.jobs[-1].id, settings=settings, dispatcher=sent, max_attempts=3, worker="w@a"
+        )
+        assert status == "running" and sent.jobs == []
+        modes = {session.get(CheckpointEvaluation, row_id).mode: gpu for row_id, gpu in sent.evaluations.items()}
+    assert modes == {"reference": True, "code_checks": False}

@@ -52,7 +52,7 @@ class Recorder:
     def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
         self.sent.append(("grade_job", job_id, resumed))
 
-    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str, *, gpu: bool = True) -> None:
         self.sent.append(("evaluate_checkpoint", evaluation_id, False))
 
     def run_regrade(self, regrade_id: str) -> None:

@@ -35,7 +35,7 @@ class NoQueue:
     def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
         raise AssertionError("answers-only sheets need no queue")
 
-    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str, *, gpu: bool = True) -> None:
         raise AssertionError("answers-only sheets need no evaluation")
 
     def run_regrade(self, regrade_id: str) -> None:
@@ -193,7 +193,7 @@ class Recorder:
     def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
         raise AssertionError("no job here needs the queue")
 
-    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str, *, gpu: bool = True) -> None:
         raise AssertionError("no evaluation here")
 
     def run_regrade(self, regrade_id: str) -> None:

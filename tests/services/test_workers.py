@@ -24,7 +24,7 @@ class Broker:
     def grade_job(self, job_id: str, *, resumed: bool = False) -> None:
         raise AssertionError("readiness sends nothing")
 
-    def evaluate_checkpoint(self, evaluation_id: str, job_id: str) -> None:
+    def evaluate_checkpoint(self, evaluation_id: str, job_id: str, *, gpu: bool = True) -> None:
         raise AssertionError("readiness sends nothing")
 
     def run_regrade(self, regrade_id: str) -> None:
