@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import torch
+from sqlalchemy.orm import Session
 
 from grader.db.migrate import upgrade_database
-from grader.db.models import utcnow
+from grader.db.models import Submission, utcnow
 from grader.db.session import session_scope
 from grader.domain.status import Role
 from grader.evaluation.preprocessing import DEFAULT_PREPROCESSING
@@ -48,21 +49,27 @@ def _checkpoint_bytes() -> bytes:
     return buffer.getvalue()
 
 
+def _amys_submission(session: Session, settings: Settings, **uploads: Any) -> Submission:
+    """A student's submission of the answer sheet and a v1 checkpoint (and `uploads`, e.g. code)."""
+    sync_assignments(session, catalog=RubricCatalog(settings.rubrics_dir))
+    user = create_user(session, username="amy", role=Role.STUDENT)
+    return create_submission(
+        session,
+        settings=settings,
+        user=user,
+        assignment_id="csce636-hw3",
+        answers=IncomingFile("answers", SHEET.name, [SHEET.read_bytes()]),
+        checkpoints=[IncomingFile("v1", "model-v1.pt", [_checkpoint_bytes()])],
+        **uploads,
+    )
+
+
 @pytest.mark.parametrize(("case", "q1", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_every_checkpoint_is_evaluated_whatever_the_declaration(
     settings: Settings, case: str, q1: dict[str, Any], expected: dict[str, Any]
 ) -> None:
     with session_scope(settings.resolved_database_url) as session:
-        sync_assignments(session, catalog=RubricCatalog(settings.rubrics_dir))
-        user = create_user(session, username="amy", role=Role.STUDENT)
-        submission = create_submission(
-            session,
-            settings=settings,
-            user=user,
-            assignment_id="csce636-hw3",
-            answers=IncomingFile("answers", SHEET.name, [SHEET.read_bytes()]),
-            checkpoints=[IncomingFile("v1", "model-v1.pt", [_checkpoint_bytes()])],
-        )
+        submission = _amys_submission(session, settings)
         # The stored sheet passed intake; a regrade may read one that an older grader accepted.
         plan = plan_evaluations(session, submission=submission, sheet={"q1": q1}, since=utcnow(), settings=settings)
         assert plan.results == {}
@@ -141,17 +148,7 @@ def test_a_checkpoint_goes_to_the_gpu_queue_and_the_code_checks_to_the_cpu_queue
 
     files = [IncomingFile("code", f"{name}.py", [text.encode()]) for name, text in sources().items()]
     with session_scope(settings.resolved_database_url) as session:
-        sync_assignments(session, catalog=RubricCatalog(settings.rubrics_dir))
-        user = create_user(session, username="amy", role=Role.STUDENT)
-        submission = create_submission(
-            session,
-            settings=settings,
-            user=user,
-            assignment_id="csce636-hw3",
-            answers=IncomingFile("answers", SHEET.name, [SHEET.read_bytes()]),
-            checkpoints=[IncomingFile("v1", "model-v1.pt", [_checkpoint_bytes()])],
-            code={"code": files},
-        )
+        submission = _amys_submission(session, settings, code={"code": files})
         session.commit()
         sent = _Sent()
         status = jobs.run_job(
